@@ -1,0 +1,230 @@
+"""The store's tables (SQLAlchemy 2 declarative); Alembic migrations in ``app/migrations``.
+
+Every row except a ``Tenant`` is ``TenantOwned``: it carries ``tenant_id`` and is reachable only
+through a tenant-scoped session (``app.tenancy``). Rows that point at each other within a tenant
+(a grant's client and integration) do so through composite foreign keys that include
+``tenant_id``, so the database itself refuses a cross-tenant link.
+
+Secrets: ``*_hash`` columns hold keyed hashes of tokens idbridge only compares; ``*_sealed``
+columns hold AES-GCM ciphertexts of secrets it must use (``app.crypto``). Neither is ever
+serialised in full by the admin API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TenantOwned:
+    """Marks a row that belongs to exactly one tenant; ``app.tenancy`` scopes every query."""
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+
+
+class Tenant(Timestamps, Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    # users: how SCIM users and tokens become the User of CONTRACT §1
+    user_id_attribute: Mapped[str] = mapped_column(String(200), default="externalId")
+    customer_attribute: Mapped[str] = mapped_column(
+        String(300),
+        default="urn:ietf:params:scim:schemas:extension:idbridge:2.0:User:customer",
+    )
+    customer_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    customer_claim: Mapped[str] = mapped_column(String(100), default="customer")
+    # mail and OIDC logout
+    mail_from: Mapped[str] = mapped_column(String(320), default="")
+    password_reset_url: Mapped[str] = mapped_column(String(2000), default="")
+    logout_redirect_uris: Mapped[list[str]] = mapped_column(default=list)
+
+    identity_provider: Mapped[IdentityProvider | None] = relationship(
+        back_populates="tenant",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        uselist=False,
+    )
+
+
+class IdentityProvider(TenantOwned, Timestamps, Base):
+    """The tenant's trusted issuer and the connector that acts on its users (DOMAIN.md)."""
+
+    __tablename__ = "identity_providers"
+    __table_args__ = (UniqueConstraint("tenant_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(2000), default="")
+    jwks_uri: Mapped[str] = mapped_column(String(2000), default="")
+    audiences: Mapped[list[str]] = mapped_column(default=list)
+    algorithms: Mapped[list[str]] = mapped_column(default=lambda: ["RS256"])
+    subject_claim: Mapped[str] = mapped_column(String(100), default="sub")
+    connector: Mapped[str] = mapped_column(String(20), default="none")
+    connector_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    connector_secret_sealed: Mapped[str | None] = mapped_column(Text)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="identity_provider")
+
+
+class WebhookSecret(TenantOwned, Base):
+    """A ``whsec_`` key the Users service signs with; several are active during rotation."""
+
+    __tablename__ = "webhook_secrets"
+    __table_args__ = (UniqueConstraint("tenant_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    # keyed hash of the secret: finds duplicates and lets `apply` compare without decrypting
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(200), default="api")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScimToken(TenantOwned, Base):
+    """A bearer token an identity provider pushes SCIM with, stored as a keyed hash only."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(200), default="api")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class Client(TenantOwned, Timestamps, Base):
+    """An OAuth client of the token endpoint (the data broker, ...)."""
+
+    __tablename__ = "clients"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "client_id"),
+        UniqueConstraint("tenant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    secret_source: Mapped[str] = mapped_column(String(200), default="")
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    audiences: Mapped[list[str]] = mapped_column(default=list)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    may_impersonate: Mapped[bool] = mapped_column(Boolean, default=False)
+    may_delegate: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Integration(TenantOwned, Timestamps, Base):
+    """An upstream system the broker reaches for users (Snowflake, Salesforce, RFC 8693, ...)."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        UniqueConstraint("tenant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    flow: Mapped[str | None] = mapped_column(String(20))
+    audience: Mapped[str] = mapped_column(String(2000), default="")
+    resource: Mapped[str] = mapped_column(String(2000), default="")
+    token_endpoint: Mapped[str] = mapped_column(String(2000), default="")
+    client_id: Mapped[str] = mapped_column(String(200), default="")
+    client_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    client_secret_source: Mapped[str] = mapped_column(String(200), default="")
+    user_mapping: Mapped[dict[str, Any]] = mapped_column(
+        default=lambda: {"source": "mapping_table"}
+    )
+    scope_mapping: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    token_lifetime: Mapped[int] = mapped_column(Integer, default=600)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Grant(TenantOwned, Base):
+    """Client X may exchange tokens for integration Y; revocation keeps the row for the record."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "client_pk", "integration_pk"),
+        ForeignKeyConstraint(
+            ["tenant_id", "client_pk"], ["clients.tenant_id", "clients.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "integration_pk"],
+            ["integrations.tenant_id", "integrations.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_pk: Mapped[int] = mapped_column(Integer, index=True)
+    integration_pk: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    client: Mapped[Client] = relationship(
+        foreign_keys=[client_pk], primaryjoin="Grant.client_pk == Client.id", viewonly=True
+    )
+    integration: Mapped[Integration] = relationship(
+        foreign_keys=[integration_pk],
+        primaryjoin="Grant.integration_pk == Integration.id",
+        viewonly=True,
+    )

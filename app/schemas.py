@@ -1,0 +1,174 @@
+"""Field rules for tenants, clients, integrations and credentials, shared by every writer.
+
+The admin API (``admin/``) and the operator's file (``idbridge apply``) accept the same field
+names with the same rules, so both are validated here, once. Unknown fields are errors
+(``RAISE``), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
+CLIENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+CONNECTORS = ("none", "keycloak", "okta")
+INTEGRATION_KINDS = ("snowflake", "jwt", "rfc8693", "salesforce")
+FLOWS = ("brokered", "federated")
+MAPPING_SOURCES = ("mapping_table", "subject", "claim", "email", "template")
+
+
+def _absolute_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("must be an absolute http(s) URL")
+
+
+def _optional_url(value: str) -> None:
+    if value:
+        _absolute_url(value)
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+Url = lambda **kw: fields.String(validate=_absolute_url, **kw)  # noqa: E731
+ScopeList = lambda **kw: fields.List(  # noqa: E731
+    fields.String(validate=validate.Regexp(r"^[\x21\x23-\x5b\x5d-\x7e]+$")), **kw
+)
+
+
+class IdentityProviderSchema(Strict):
+    issuer = Url(required=True, metadata={"description": "Exact `iss` of the IdP's tokens."})
+    jwks_uri = Url(required=True)
+    audiences = fields.List(fields.String(validate=validate.Length(1, 2000)), load_default=list)
+    algorithms = fields.List(
+        fields.String(validate=validate.OneOf(ALGORITHMS)),
+        validate=validate.Length(min=1),
+        load_default=lambda: ["RS256"],
+    )
+    subject_claim = fields.String(validate=validate.Length(1, 100), load_default="sub")
+    connector = fields.String(validate=validate.OneOf(CONNECTORS), load_default="none")
+    connector_settings = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        load_default=dict,
+        metadata={"description": "Non-secret connector settings (base URL, realm, ...)."},
+    )
+    connector_secret = fields.String(
+        load_only=True,
+        validate=validate.Length(1, 4000),
+        allow_none=True,
+        metadata={"description": "The connector's credential; write-only, sealed at rest."},
+    )
+
+
+class UsersSchema(Strict):
+    id_attribute = fields.String(validate=validate.Length(1, 200), load_default="externalId")
+    customer_attribute = fields.String(
+        validate=validate.Length(1, 300),
+        load_default="urn:ietf:params:scim:schemas:extension:idbridge:2.0:User:customer",
+    )
+    customer_required = fields.Boolean(load_default=True)
+    customer_claim = fields.String(validate=validate.Length(1, 100), load_default="customer")
+
+
+class MailSchema(Strict):
+    sender = fields.Email(data_key="from", load_default="")
+    password_reset_url = fields.String(validate=_optional_url, load_default="")
+
+
+class OidcSchema(Strict):
+    logout_redirect_uris = fields.List(Url(), load_default=list)
+
+
+class TenantSchema(Strict):
+    slug = fields.String(required=True, validate=validate.Regexp(SLUG, error="must match " + SLUG))
+    display_name = fields.String(validate=validate.Length(max=200), load_default="")
+    idp = fields.Nested(IdentityProviderSchema, allow_none=True, load_default=None)
+    users = fields.Nested(UsersSchema, load_default=lambda: UsersSchema().load({}))
+    mail = fields.Nested(MailSchema, load_default=lambda: MailSchema().load({}))
+    oidc = fields.Nested(OidcSchema, load_default=lambda: OidcSchema().load({}))
+
+
+class ClientSchema(Strict):
+    client_id = fields.String(required=True, validate=validate.Regexp(CLIENT_ID))
+    description = fields.String(validate=validate.Length(max=500), load_default="")
+    audiences = fields.List(
+        fields.String(validate=validate.Regexp(NAME)),
+        load_default=list,
+        metadata={"description": "Integration names this client may target."},
+    )
+    scopes = ScopeList(load_default=list)
+    may_impersonate = fields.Boolean(load_default=False)
+    may_delegate = fields.Boolean(load_default=False)
+    jwks = fields.Dict(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Public keys (JWK Set) for `private_key_jwt` (RFC 7523)."},
+    )
+
+    @validates_schema
+    def _jwks_shape(self, data: dict[str, Any], **_: Any) -> None:
+        jwks = data.get("jwks")
+        if jwks is not None and not (
+            isinstance(jwks.get("keys"), list) and all(isinstance(k, dict) for k in jwks["keys"])
+        ):
+            raise ValidationError('must be a JWK Set: {"keys": [...]}', "jwks")
+        if jwks and any("d" in key for key in jwks["keys"]):
+            raise ValidationError("must hold public keys only", "jwks")
+
+
+class IntegrationSchema(Strict):
+    name = fields.String(required=True, validate=validate.Regexp(NAME))
+    kind = fields.String(required=True, validate=validate.OneOf(INTEGRATION_KINDS))
+    flow = fields.String(validate=validate.OneOf(FLOWS), allow_none=True, load_default=None)
+    audience = fields.String(validate=validate.Length(max=2000), load_default="")
+    resource = fields.String(validate=validate.Length(max=2000), load_default="")
+    token_endpoint = fields.String(validate=_optional_url, load_default="")
+    client_id = fields.String(validate=validate.Length(max=200), load_default="")
+    user_mapping = fields.Dict(load_default=lambda: {"source": "mapping_table"})
+    scope_mapping = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        load_default=dict,
+        metadata={"description": "Client scope -> upstream scope or role."},
+    )
+    token_lifetime = fields.Integer(validate=validate.Range(30, 86400), load_default=600)
+    settings = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates_schema
+    def _kind_rules(self, data: dict[str, Any], partial: Any = None, **_: Any) -> None:
+        if partial:
+            return
+        kind = data.get("kind")
+        if kind in ("snowflake", "jwt") and not data.get("audience"):
+            raise ValidationError(f"is required for kind {kind!r}", "audience")
+        if kind in ("rfc8693", "salesforce") and not data.get("token_endpoint"):
+            raise ValidationError(f"is required for kind {kind!r}", "token_endpoint")
+        if kind == "rfc8693" and not data.get("flow"):
+            raise ValidationError("is required for kind 'rfc8693' (brokered or federated)", "flow")
+        if kind != "rfc8693" and data.get("flow"):
+            raise ValidationError("applies to kind 'rfc8693' only", "flow")
+        source = (data.get("user_mapping") or {}).get("source")
+        if source not in MAPPING_SOURCES:
+            raise ValidationError(
+                f"source must be one of {', '.join(MAPPING_SOURCES)}", "user_mapping"
+            )

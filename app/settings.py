@@ -1,0 +1,204 @@
+"""The one typed settings object, read from the ``IDBRIDGE_*`` environment (CONTRACT §5).
+
+Every setting is documented where it is defined (the ``doc`` metadata is also what the README's
+configuration reference is checked against). A bad value stops the start with a sentence that
+names the variable: ``SettingsError`` is the only exception this module raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "IDBRIDGE_"
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_LENGTH = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """A setting has a value idbridge cannot start with; the message names it."""
+
+
+def _setting(default: Any, doc: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: str = _setting(
+        "instance", "Folder for the SQLite database, the demo's secret key and other local state."
+    )
+    database_url: str = _setting(
+        "",
+        "SQLAlchemy URL of the store. Default: a SQLite file `idbridge.db` in the instance "
+        "folder. PostgreSQL: `postgresql+psycopg://user:password@host:5432/dbname`.",
+    )
+    redis_url: str = _setting(
+        "", "Redis URL for shared caches (`redis://host:6379/0`). Unset: single-instance mode."
+    )
+    secret_key: str = _setting(
+        "",
+        "At least 32 characters; encrypts secrets at rest and keys the token hashes. Unset: "
+        "read from `secret_key` in the instance folder (which `idbridge demo` creates).",
+        secret=True,
+    )
+    admin_token: str = _setting(
+        "",
+        "Operator bearer token for `/admin/v1` (at least 32 characters). Unset: the admin API "
+        "refuses every call.",
+        secret=True,
+    )
+    public_url: str = _setting(
+        "http://127.0.0.1:8000",
+        "External base URL of this deployment; a tenant's issuer is `{public_url}/t/{slug}`.",
+    )
+    smtp_url: str = _setting(
+        "",
+        "Outgoing mail server: `smtp://host:25`, `smtp+starttls://user:pass@host:587`, "
+        "`smtps://user:pass@host:465`.",
+    )
+    allow_private_urls: bool = _setting(
+        False,
+        "Allow outbound calls (JWKS, upstream servers, connectors) to loopback or private "
+        "addresses. Off by default; tests and the demo turn it on.",
+    )
+    log_level: str = _setting("INFO", "One of DEBUG, INFO, WARNING, ERROR.")
+    db_pool_size: int = _setting(5, "PostgreSQL connections kept per worker process.")
+    db_timeout: float = _setting(
+        5.0, "Seconds to wait for a database lock or a pooled connection before answering 503."
+    )
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Read ``IDBRIDGE_<NAME>`` variables, apply ``overrides`` (tests), validate."""
+        environ = os.environ if environ is None else environ
+        overrides = dict(overrides or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting {unknown[0]!r}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            variable = ENV_PREFIX + f.name.upper()
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+            elif variable in environ:
+                values[f.name] = _parse(variable, environ[variable], type(f.default))
+        return cls(**values)._validated()
+
+    def _validated(self) -> Settings:
+        changes: dict[str, Any] = {}
+        instance = Path(self.instance_path).absolute()
+        changes["instance_path"] = str(instance)
+        if not self.database_url:
+            changes["database_url"] = f"sqlite:///{instance / 'idbridge.db'}"
+        elif not self.database_url.startswith(("sqlite", "postgresql")):
+            raise SettingsError(
+                "IDBRIDGE_DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        elif self.database_url.startswith("postgresql") and "+psycopg" not in self.database_url:
+            changes["database_url"] = self.database_url.replace(
+                "postgresql://", "postgresql+psycopg://", 1
+            )
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError("IDBRIDGE_REDIS_URL must start with redis://, rediss:// or unix://")
+        secret_key = self.secret_key or _read_secret_key_file(instance)
+        if not secret_key:
+            raise SettingsError(
+                "IDBRIDGE_SECRET_KEY is not set (and the instance folder has no secret_key file): "
+                'set it to a random string of at least 32 characters, e.g. `python -c "import '
+                'secrets; print(secrets.token_urlsafe(32))"`'
+            )
+        if len(secret_key) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"IDBRIDGE_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters long"
+            )
+        changes["secret_key"] = secret_key
+        if self.admin_token and len(self.admin_token) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"IDBRIDGE_ADMIN_TOKEN must be at least {MIN_SECRET_LENGTH} characters long"
+            )
+        public = urlsplit(self.public_url)
+        if public.scheme not in ("http", "https") or not public.netloc or public.query:
+            raise SettingsError(
+                "IDBRIDGE_PUBLIC_URL must be an absolute http(s) URL without a query, "
+                "e.g. https://idbridge.example.com"
+            )
+        changes["public_url"] = self.public_url.rstrip("/")
+        if self.smtp_url and urlsplit(self.smtp_url).scheme not in (
+            "smtp",
+            "smtps",
+            "smtp+starttls",
+        ):
+            raise SettingsError(
+                "IDBRIDGE_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://"
+            )
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"IDBRIDGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        changes["log_level"] = self.log_level.upper()
+        if not 1 <= self.db_pool_size <= 100:
+            raise SettingsError("IDBRIDGE_DB_POOL_SIZE must be between 1 and 100")
+        if not 0 < self.db_timeout <= 120:
+            raise SettingsError("IDBRIDGE_DB_TIMEOUT must be between 0 and 120 seconds")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def __repr__(self) -> str:  # never print secrets, even in a traceback
+        shown = {
+            f.name: (
+                "***" if f.metadata["secret"] and getattr(self, f.name) else getattr(self, f.name)
+            )
+            for f in fields(self)
+        }
+        return f"Settings({shown})"
+
+
+def _parse(variable: str, raw: str, kind: type) -> Any:
+    raw = raw.strip()
+    if kind is bool:
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{variable} must be true or false, not {raw!r}")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SettingsError(f"{variable} must be a number, not {raw!r}") from None
+    return raw
+
+
+def _read_secret_key_file(instance: Path) -> str:
+    path = instance / SECRET_KEY_FILE
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def ensure_secret_key_file(instance: Path) -> None:
+    """Create the instance folder's secret key once (used by ``idbridge demo``), mode 0600."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / SECRET_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README reference table."""
+    return [
+        (ENV_PREFIX + f.name.upper(), str(f.default), f.metadata["doc"]) for f in fields(Settings)
+    ]
