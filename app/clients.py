@@ -27,6 +27,17 @@ def find(session: Session, client_id: str) -> Client:
     )
 
 
+def authenticate(session: Session, keyring: Keyring, client_id: str, secret: str) -> Client | None:
+    """The client whose id and secret these are, in the session's tenant only (RFC 6749 §2.3.1).
+
+    The secret is compared in constant time; an unknown client costs the same hash.
+    """
+    client = session.scalars(select(Client).where(Client.client_id == client_id)).first()
+    stored = client.secret_hash if client and client.secret_hash else keyring.hash_token("")
+    matches = keyring.token_matches(secret, stored)
+    return client if client and client.secret_hash and matches else None
+
+
 def list_all(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.client_id)))
 

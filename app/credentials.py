@@ -94,6 +94,12 @@ def add_scim_token(
     return row, token
 
 
+def scim_token_for(session: Session, keyring: Keyring, token: str) -> ScimToken | None:
+    """The session tenant's SCIM token with this value; another tenant's token finds nothing."""
+    token_hash = keyring.hash_token(token)
+    return session.scalars(select(ScimToken).where(ScimToken.token_hash == token_hash)).first()
+
+
 def scim_tokens(session: Session) -> list[ScimToken]:
     return list(session.scalars(select(ScimToken).order_by(ScimToken.created_at)))
 

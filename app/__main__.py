@@ -1,0 +1,5 @@
+"""``python -m app`` is ``idbridge``."""
+
+from app.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""Real idbridge processes for tests: start on a free loopback port, wait until ready, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    base_url: str
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start(
+    args: list[str], env: Mapping[str, str], workdir: Path, port: int, timeout: float = 30.0
+) -> Served:
+    """Run ``idbridge ARGS`` (``python -m app``) and wait until ``/readyz`` answers 200."""
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
+    out, err = workdir / "stdout.txt", workdir / "stderr.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        cwd=workdir,
+        env=base_env | dict(env),
+        text=True,
+        stdout=out.open("w"),
+        stderr=err.open("w"),
+        stdin=subprocess.DEVNULL,
+    )
+    served = Served(process, f"http://127.0.0.1:{port}", out, err)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"idbridge exited with {process.returncode}: {served.stderr()}")
+        try:
+            if requests.get(served.base_url + "/readyz", timeout=1).status_code == 200:
+                return served
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    served.stop()
+    raise RuntimeError(f"idbridge did not become ready: {served.stderr()}")
