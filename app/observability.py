@@ -37,8 +37,8 @@ class RequestMetrics:
         )
         self.latency = Histogram(
             "idbridge_http_request_duration_seconds",
-            "Time to answer an HTTP request, by endpoint and method.",
-            ["endpoint", "method"],
+            "Time to answer an HTTP request, by endpoint, method and status.",
+            ["endpoint", "method", "status"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
@@ -64,8 +64,9 @@ def init_app(flask_app: Flask) -> None:
     def _observe(response: Response) -> Response:
         endpoint = request.endpoint or "unmatched"  # route names, never raw paths: bounded
         elapsed = time.perf_counter() - g.get("metrics_started", time.perf_counter())
-        metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint, request.method).observe(elapsed)
+        labels = (endpoint, request.method, str(response.status_code))
+        metrics.requests.labels(*labels).inc()
+        metrics.latency.labels(*labels).observe(elapsed)
         return response
 
 
