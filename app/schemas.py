@@ -100,7 +100,7 @@ class OidcSchema(Strict):
 
 
 class TenantSchema(Strict):
-    slug = fields.String(required=True, validate=validate.Regexp(SLUG, error="must match " + SLUG))
+    slug = fields.String(required=True, validate=validate.Regexp(SLUG, error="must match {regex}"))
     display_name = fields.String(validate=validate.Length(max=200), load_default="")
     idp = fields.Nested(IdentityProviderSchema, allow_none=True, load_default=None)
     users = fields.Nested(UsersSchema, load_default=lambda: UsersSchema().load({}))

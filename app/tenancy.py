@@ -35,6 +35,19 @@ def scope(session: Session, tenant: Tenant) -> Tenant:
     return tenant
 
 
+def release(session: Session) -> Session:
+    """Flush the scoped tenant's pending writes, then drop the scope (``idbridge apply``).
+
+    One transaction may then work through several tenants in turn: each ``scope`` call that
+    follows starts a new tenant. Rows are stamped and checked at flush against the tenant in
+    scope, so flushing first means no write can cross the switch; until the next ``scope`` the
+    session refuses tenant-owned rows again.
+    """
+    session.flush()
+    session.info.pop(_TENANT, None)
+    return session
+
+
 def cross_tenant(session: Session) -> Session:
     """Allow ``session`` to read every tenant's rows (operator-wide jobs, never requests)."""
     session.info[_CROSS] = True

@@ -103,4 +103,4 @@ def test_the_demo_prints_calls_that_work(tmp_path):
         port,
     )
     demo.stop()
-    assert "shown once" not in demo.stdout()
+    assert "client 'broker' secret" not in demo.stdout()
