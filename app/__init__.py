@@ -22,10 +22,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     flask_app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
 
     from admin import init_app as init_admin
-    from app import logs, observability, runtime
+    from app import api, logs, observability, runtime
 
     logs.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
     observability.init_app(flask_app)
+    api.init_app(flask_app)
     init_admin(flask_app)
     return flask_app

@@ -7,10 +7,19 @@ names with the same rules, so both are validated here, once. Unknown fields are 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
@@ -31,12 +40,18 @@ CONNECTORS = ("none", "keycloak", "okta")
 INTEGRATION_KINDS = ("snowflake", "jwt", "rfc8693", "salesforce")
 FLOWS = ("brokered", "federated")
 MAPPING_SOURCES = ("mapping_table", "subject", "claim", "email", "template")
+MAX_URL_LENGTH = 2000  # the store's URL columns
 
 
 def _absolute_url(value: str) -> None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "http://[": a malformed IPv6 host
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValidationError("must be an absolute http(s) URL")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters")
 
 
 def _optional_url(value: str) -> None:
@@ -44,9 +59,43 @@ def _optional_url(value: str) -> None:
         _absolute_url(value)
 
 
+def _unstorable(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """Where ``value`` holds what no store keeps as given, and why: NUL characters or unpaired
+    surrogates in text (PostgreSQL, UTF-8), NaN or infinity in numbers (JSON)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, "must be text without unpaired surrogates"
+        return (path, "must not contain NUL characters") if "\x00" in value else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "must be a finite number"
+    if not isinstance(value, dict | list):
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        found = _unstorable(key, (*path, key)) if isinstance(key, str) else None
+        found = found if found is not None else _unstorable(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 class Strict(Schema):
     class Meta:
         unknown = RAISE
+
+    @pre_load
+    def _storable(self, data: Any, **_: Any) -> Any:
+        """Refuse values the store cannot keep as given: a 422 naming the field, never a 500."""
+        found = _unstorable(data) if isinstance(data, dict) else None
+        if found and found[0]:
+            path, message = found
+            errors: Any = [message]
+            for key in reversed(path):
+                errors = {key: errors}
+            raise ValidationError(errors)
+        return data
 
 
 Url = lambda **kw: fields.String(validate=_absolute_url, **kw)  # noqa: E731
@@ -91,7 +140,7 @@ class UsersSchema(Strict):
 
 
 class MailSchema(Strict):
-    sender = fields.Email(data_key="from", load_default="")
+    sender = fields.Email(data_key="from", validate=validate.Length(max=320), load_default="")
     password_reset_url = fields.String(validate=_optional_url, load_default="")
 
 

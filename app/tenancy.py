@@ -59,9 +59,11 @@ def _touches_tenant_rows(state: ORMExecuteState) -> bool:
 
 
 def install(session_class: type[Session] = Session) -> None:
-    """Register the guard on every ``Session`` (idempotent: SQLAlchemy keeps one listener)."""
-    event.listen(session_class, "do_orm_execute", _scope_statement)
-    event.listen(session_class, "before_flush", _stamp_rows)
+    """Register the guard on every ``Session``; idempotent (every app calls it, and SQLAlchemy
+    would otherwise stack one more listener per call)."""
+    for name, listener in (("do_orm_execute", _scope_statement), ("before_flush", _stamp_rows)):
+        if not event.contains(session_class, name, listener):
+            event.listen(session_class, name, listener)
 
 
 def _scope_statement(state: ORMExecuteState) -> None:

@@ -79,6 +79,7 @@ def _set_identity_provider(
         if current is None:
             return []
         session.delete(current)
+        tenant.identity_provider = None  # the deleted row must not linger on the tenant
         return ["idp"]
     if current is None:
         current = IdentityProvider(tenant_id=tenant.id)

@@ -51,9 +51,8 @@ def test_a_failed_write_leaves_nothing(app):
     assert _count_tenants(db) == 0
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_killed_postgres_connection_is_unavailable_then_recovers(app, settings):
-    if settings.is_sqlite:
-        pytest.skip("PostgreSQL only")
     db = runtime.of(app).db
     killer = Database(settings)
     with pytest.raises(StoreUnavailable), db.transaction() as session:
