@@ -17,10 +17,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     MetaData,
     String,
@@ -228,3 +230,61 @@ class Grant(TenantOwned, Base):
         primaryjoin="Grant.integration_pk == Integration.id",
         viewonly=True,
     )
+
+
+class User(TenantOwned, Timestamps, Base):
+    """A person as the identity provider knows them: the User of CONTRACT §1.
+
+    ``subject`` is the User ``id`` (the IdP's id, what its tokens carry); ``scim_id`` is the id
+    idbridge assigned as a SCIM service provider. ``email`` is kept exactly as given (mail goes
+    there); lookups use ``email_canonical`` (``app.users.canonical_email``). ``version`` feeds
+    SCIM ETags. ``scim`` holds the SCIM attributes as stored (never ``id``, ``meta`` or a
+    password).
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "subject"),
+        UniqueConstraint("tenant_id", "scim_id"),
+        UniqueConstraint("tenant_id", "user_name_canonical"),
+        UniqueConstraint("tenant_id", "customer"),
+        UniqueConstraint("tenant_id", "email_canonical"),
+        UniqueConstraint("tenant_id", "id"),
+        Index("ix_users_tenant_id_external_id", "tenant_id", "external_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scim_id: Mapped[str] = mapped_column(String(36))
+    subject: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    user_name: Mapped[str] = mapped_column(String(255))
+    user_name_canonical: Mapped[str] = mapped_column(String(255))
+    customer: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_canonical: Mapped[str | None] = mapped_column(String(320))
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    operator_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    logins_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    login_time: Mapped[datetime | None] = mapped_column()
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    scim: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    @property
+    def blocked(self) -> bool:
+        """CONTRACT §1: deactivated by the identity provider or blocked by an operator."""
+        return not self.active or self.operator_blocked
+
+
+class SessionRevocation(TenantOwned, Base):
+    """Tokens of a user (``session_id`` empty) or of one session issued before ``not_before``
+    are refused (DOMAIN.md: Session revocation). Written by logout, block and delete."""
+
+    __tablename__ = "session_revocations"
+    __table_args__ = (UniqueConstraint("tenant_id", "subject", "session_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    session_id: Mapped[str] = mapped_column(String(255), default="")
+    not_before: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(String(50), default="")

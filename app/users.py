@@ -1,0 +1,39 @@
+"""Users of a tenant: lookups by the User ``id``, canonical email and customer (CONTRACT §1).
+
+Email lookups use one canonical form, Unicode NFKC then case folding (``canonical_email``), so
+``Ada@Example.COM`` and ``ada@example.com`` find the same user and two such addresses can
+never belong to two users; mail still goes to the address exactly as stored.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import User
+from app.records import one_or_404
+
+
+def canonical_email(address: str) -> str:
+    """NFKC normalisation then Unicode case folding, surrounding white space removed."""
+    return unicodedata.normalize("NFKC", address.strip()).casefold()
+
+
+def canonical_user_name(user_name: str) -> str:
+    """SCIM userName is case-insensitive (RFC 7643 §4.1.1): the same fold as emails."""
+    return unicodedata.normalize("NFKC", user_name).casefold()
+
+
+def by_subject(session: Session, subject: str) -> User:
+    return one_or_404(session, select(User).where(User.subject == subject), "user")
+
+
+def by_email(session: Session, address: str) -> User:
+    statement = select(User).where(User.email_canonical == canonical_email(address))
+    return one_or_404(session, statement, "user")
+
+
+def by_customer(session: Session, customer: str) -> User:
+    return one_or_404(session, select(User).where(User.customer == customer), "user")
