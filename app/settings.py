@@ -75,6 +75,12 @@ class Settings:
         5.0, "Seconds to wait for a database lock or a pooled connection before answering 503."
     )
 
+    jwks_max_stale: float = _setting(
+        3600.0,
+        "Seconds an identity provider's last good signing keys (JWKS) stay in use while its "
+        "endpoint fails or answers garbage; after that its tokens answer 503.",
+    )
+
     @classmethod
     def load(
         cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
@@ -149,6 +155,8 @@ class Settings:
             raise SettingsError("IDBRIDGE_DB_POOL_SIZE must be between 1 and 100")
         if not 0 < self.db_timeout <= 120:
             raise SettingsError("IDBRIDGE_DB_TIMEOUT must be between 0 and 120 seconds")
+        if not 0 <= self.jwks_max_stale <= 86400:
+            raise SettingsError("IDBRIDGE_JWKS_MAX_STALE must be between 0 and 86400 seconds")
         return dataclasses.replace(self, **changes)
 
     @property
