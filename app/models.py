@@ -288,3 +288,36 @@ class SessionRevocation(TenantOwned, Base):
     session_id: Mapped[str] = mapped_column(String(255), default="")
     not_before: Mapped[datetime] = mapped_column()
     reason: Mapped[str] = mapped_column(String(50), default="")
+
+
+class UserSession(TenantOwned, Base):
+    """A login session of a user, first seen in a validated token (CONTRACT §1: a login is
+    counted when a token shows a session not seen before). ``session_key`` is ``sid:<sid>``,
+    else ``auth_time:<epoch>``; the unique constraint makes concurrent first uses count once.
+    ``session_id`` (the ``sid``) lets a back-channel logout that names only a ``sid`` find
+    its user."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "subject", "session_key"),
+        Index("ix_user_sessions_tenant_id_session_id", "tenant_id", "session_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    session_key: Mapped[str] = mapped_column(String(300))
+    session_id: Mapped[str] = mapped_column(String(255), default="")
+    session_time: Mapped[datetime] = mapped_column()
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LogoutTokenUse(TenantOwned, Base):
+    """The ``jti`` of a back-channel logout token already processed, kept until the token
+    expires so a replay is refused (Back-Channel Logout 1.0 §2.6 step 8)."""
+
+    __tablename__ = "logout_token_uses"
+    __table_args__ = (UniqueConstraint("tenant_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -28,7 +28,8 @@ from werkzeug.wrappers import Request, Response
 from tests.conftest import remember_secret
 
 AUDIENCE = "api://platform"
-CLIENT_ID = "platform-web"
+CLIENT_ID = "platform-web"  # the platform's client: ID tokens name it as their audience
+RP_CLIENT_ID = "idbridge"  # idbridge's own client at the IdP: logout tokens name it
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
@@ -112,6 +113,7 @@ class IdentityProviderServer:
             "audiences": [AUDIENCE],
             "algorithms": ["RS256", "ES256"],
             "subject_claim": "sub",
+            "connector_settings": {"client_id": RP_CLIENT_ID},
         } | overrides
 
     def jwks(self) -> dict[str, Any]:
@@ -211,7 +213,7 @@ class IdentityProviderServer:
         subject: str | None = "00u1",
         *,
         sid: str | None = None,
-        audience: str = CLIENT_ID,
+        audience: str = RP_CLIENT_ID,
         algorithm: str = "RS256",
         **extra: Any,
     ) -> str:

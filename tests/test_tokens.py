@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from app import tokens
 from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, TrustedIssuer
 from tests.conftest import make_settings
-from tests.idp import AUDIENCE, IdentityProviderServer
+from tests.idp import AUDIENCE, RP_CLIENT_ID, IdentityProviderServer
 
 
 class Clock:
@@ -237,7 +237,7 @@ def test_an_id_token_hint_may_be_expired_and_for_any_audience(validator, issuer,
 
 
 def test_logout_tokens_are_validated_per_backchannel_logout_2_6(validator, issuer, idp):
-    audiences = [AUDIENCE, "platform-web"]
+    audiences = [AUDIENCE, RP_CLIENT_ID]
     ok = validator.logout_token(issuer, idp.logout_token("00u1", sid="s-1"), audiences)
     assert (ok.subject, ok.session_id) == ("00u1", "s-1")
     only_sid = validator.logout_token(issuer, idp.logout_token(None, sid="s-2"), audiences)

@@ -1,0 +1,289 @@
+"""The OIDC side (CONTRACT §2): userinfo, logout, back-channel logout, and logins.
+
+Every function takes an open transaction, the tenant's slug, and the app's ``TokenValidator``;
+none touches ``flask.request``. Errors are ``app.errors`` / ``app.tokens`` exceptions the
+``oauth`` package renders in its protocol (RFC 6750 at userinfo and API logout, an HTML page
+at RP-initiated logout, ``{"error": "invalid_request"}`` at back-channel logout).
+
+Every logout, whatever its door, goes through ``end_session`` (the one function to extend with
+what else must happen when a session ends, such as telling the IdP's connector), which writes
+the revocation through ``app.revocation.revoke`` before the caller answers: from then on every
+token of that session (or, without a ``sid``, of that user) issued up to now is refused by
+``authenticate`` on every instance, since the revocation lives in the shared database.
+
+Logins (CONTRACT §1): the first validated token that shows a session not seen before (``sid``,
+else ``auth_time``) counts one login, in the same transaction, and sets ``login_time`` to that
+session's time (``auth_time``, else ``iat``). Seen sessions are rows of ``UserSession`` under a
+unique constraint: concurrent first uses of one session insert once and count once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app import revocation, tenants, users
+from app.errors import InvalidInput, NotFound
+from app.models import LogoutTokenUse, Tenant, User, UserSession, utcnow
+from app.tokens import LEEWAY, LOGOUT_TOKEN_MAX_AGE, TokenValidator, TrustedIssuer, VerifiedToken
+from app.tokens import InvalidToken as InvalidToken
+
+# A revocation of a session known only by its ``sid`` (a back-channel logout token without
+# ``sub`` for a session idbridge never saw): recorded under this subject, which no real
+# subject can be (``sub`` values are non-empty and this one is not a valid claim value).
+ANY_SUBJECT = "\x1fany"
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """The outcome of ``authenticate``: the tenant, its user, and the token that proved it."""
+
+    tenant: Tenant
+    user: User
+    token: VerifiedToken
+
+
+def find_tenant(session: Session, slug: str) -> tuple[Tenant, TrustedIssuer]:
+    """The tenant (scoping ``session`` to it) and its trusted issuer."""
+    tenant = tenants.find(session, slug)
+    return tenant, TrustedIssuer.of(tenant.identity_provider)
+
+
+def is_session_revoked(session: Session, token: VerifiedToken) -> bool:
+    """``app.revocation.is_revoked`` for a validated token, plus revocations of its ``sid``
+    recorded without a subject (back-channel logout by ``sid`` only)."""
+    if revocation.is_revoked(session, token.subject, token.session_id, token.issued_at):
+        return True
+    return bool(token.session_id) and revocation.is_revoked(
+        session, ANY_SUBJECT, token.session_id, token.issued_at
+    )
+
+
+def authenticate(
+    session: Session, validator: TokenValidator, slug: str, access_token: str
+) -> Authenticated:
+    """A bearer access token of ``slug``'s identity provider -> its known, unblocked user.
+
+    Refused (``InvalidToken``): anything ``TokenValidator.access_token`` refuses, a revoked
+    session, an unknown or blocked user. Counts the login when the session is new.
+    """
+    tenant, issuer = find_tenant(session, slug)
+    token = validator.access_token(issuer, access_token)
+    if is_session_revoked(session, token):
+        raise InvalidToken("the session of this token has ended")
+    try:
+        user = users.by_subject(session, token.subject)
+    except NotFound:
+        raise InvalidToken("the token's user is unknown") from None
+    if user.blocked:
+        raise InvalidToken("the token's user is blocked")
+    count_login(session, user, token)
+    return Authenticated(tenant, user, token)
+
+
+def count_login(session: Session, user: User, token: VerifiedToken) -> bool:
+    """Count a login when ``token`` shows a session of ``user`` not seen before (CONTRACT §1).
+
+    ``INSERT ... ON CONFLICT DO NOTHING`` on the unique (tenant, subject, session key): of two
+    concurrent first uses, one inserts and counts; the other finds the row and does not.
+    Returns whether this call counted.
+    """
+    key = token.session_key
+    if key is None:
+        return False
+    values = {
+        "tenant_id": user.tenant_id,
+        "subject": user.subject,
+        "session_key": key,
+        "session_id": token.session_id or "",
+        "session_time": token.session_time,
+        "first_seen_at": utcnow(),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(UserSession)
+        .values(values)
+        .on_conflict_do_nothing()
+        .returning(UserSession.id)
+    )
+    if session.execute(statement).scalar_one_or_none() is None:
+        return False
+    when = token.session_time
+    latest = func.coalesce(User.login_time, when)
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(
+            logins_count=User.logins_count + 1,
+            login_time=_later(latest, when),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(user)
+    return True
+
+
+def _later(column: Any, when: datetime) -> Any:
+    """SQL for the later of ``column`` and ``when`` (``login_time`` never goes backwards)."""
+    return case((column > when, column), else_=when)
+
+
+def userinfo(
+    session: Session, validator: TokenValidator, slug: str, access_token: str
+) -> dict[str, Any]:
+    """OpenID Connect Core §5.3: the claims of the token's user, from what idbridge stores."""
+    found = authenticate(session, validator, slug, access_token)
+    return user_claims(found.tenant, found.user)
+
+
+def user_claims(tenant: Tenant, user: User) -> dict[str, Any]:
+    """OIDC standard claims (Core §5.1) of a User; profile claims from its SCIM attributes.
+
+    ``sub`` is the User id; the tenant's ``customer_claim`` carries the customer; unknown
+    values are omitted, never null.
+    """
+    scim = user.scim or {}
+    name = scim.get("name") if isinstance(scim.get("name"), dict) else {}
+    claims: dict[str, Any] = {
+        "sub": user.subject,
+        "tenant": tenant.slug,
+        "email": user.email,
+        "email_verified": bool(user.email_verified) if user.email else None,
+        tenant.customer_claim or "customer": user.customer,
+        "name": name.get("formatted") or scim.get("displayName"),
+        "given_name": name.get("givenName"),
+        "family_name": name.get("familyName"),
+        "middle_name": name.get("middleName"),
+        "nickname": scim.get("nickName"),
+        "preferred_username": user.user_name,
+        "profile": scim.get("profileUrl"),
+        "locale": scim.get("locale") or scim.get("preferredLanguage"),
+        "zoneinfo": scim.get("timezone"),
+        "updated_at": int(user.updated_at.timestamp()) if user.updated_at else None,
+    }
+    phone = _primary(scim.get("phoneNumbers"))
+    if phone:
+        claims["phone_number"] = phone
+    # the fixed claims win over a customer claim named like one of them
+    claims["sub"], claims["tenant"] = user.subject, tenant.slug
+    return {
+        name: value
+        for name, value in claims.items()
+        if value is not None and (not isinstance(value, str) or value)
+    }
+
+
+def _primary(values: Any) -> str | None:
+    """The ``value`` of the primary entry of a SCIM multi-valued attribute, else the first."""
+    if not isinstance(values, list):
+        return None
+    entries = [entry for entry in values if isinstance(entry, dict) and entry.get("value")]
+    primary = [entry for entry in entries if entry.get("primary") is True]
+    chosen = (primary or entries or [None])[0]
+    return str(chosen["value"]) if chosen else None
+
+
+# --- logout -------------------------------------------------------------------------------
+
+
+def end_session(
+    session: Session, tenant: Tenant, subject: str, session_id: str | None, reason: str
+) -> datetime:
+    """End one session of a user (``session_id``) or all of them (``None``): the one hook.
+
+    Every logout path calls this, before it answers. Tokens of that session issued up to now
+    are refused from now on, on every instance (``app.revocation``).
+    """
+    if not subject and not session_id:
+        raise ValueError("a session to end needs a subject, a session id, or both")
+    return revocation.revoke(
+        session, subject or ANY_SUBJECT, reason, session_id=session_id or revocation.ALL_SESSIONS
+    )
+
+
+def api_logout(session: Session, validator: TokenValidator, slug: str, access_token: str) -> None:
+    """``POST /oidc/logout`` with the user's bearer token: end the token's session (``sid``),
+    or every session of the user when the token names none."""
+    tenant, issuer = find_tenant(session, slug)
+    token = validator.access_token(issuer, access_token)
+    if is_session_revoked(session, token):
+        raise InvalidToken("the session of this token has ended")
+    end_session(session, tenant, token.subject, token.session_id, "logout")
+
+
+def rp_logout(
+    session: Session,
+    validator: TokenValidator,
+    slug: str,
+    id_token_hint: str | None,
+    post_logout_redirect_uri: str | None,
+) -> str | None:
+    """RP-Initiated Logout 1.0 §2-3: end the session the ``id_token_hint`` names; return the
+    redirect URI (exactly one of the tenant's ``logout_redirect_uris``) or ``None``.
+
+    Refused before anything is written (``InvalidInput``): a redirect URI not on the list, a
+    missing hint, a hint that is not an ID token of the tenant's issuer (expired is fine).
+    """
+    tenant, issuer = find_tenant(session, slug)
+    if post_logout_redirect_uri and post_logout_redirect_uri not in (
+        tenant.logout_redirect_uris or []
+    ):
+        raise InvalidInput("the post_logout_redirect_uri is not registered for this tenant")
+    if not id_token_hint:
+        raise InvalidInput("an id_token_hint is required to know which session to end")
+    try:
+        hint = validator.id_token_hint(issuer, id_token_hint)
+    except InvalidToken as exc:
+        raise InvalidInput(f"the id_token_hint is not valid: {exc.message}") from None
+    end_session(session, tenant, hint.subject, hint.session_id, "logout")
+    return post_logout_redirect_uri or None
+
+
+def backchannel_audiences(tenant: Tenant) -> list[str]:
+    """Who a logout token may be addressed to: the tenant's audiences, and the client id the
+    IdP knows idbridge by (``connector_settings.client_id``), if configured."""
+    provider = tenant.identity_provider
+    audiences = list(provider.audiences or []) if provider else []
+    client_id = (provider.connector_settings or {}).get("client_id") if provider else None
+    if isinstance(client_id, str) and client_id:
+        audiences.append(client_id)
+    return audiences
+
+
+def backchannel_logout(
+    session: Session, validator: TokenValidator, slug: str, logout_token: str
+) -> None:
+    """Back-Channel Logout 1.0 §2.5-2.8: validate the logout token (§2.6), refuse a replayed
+    ``jti`` (kept until the token expires), and end the session(s) it names."""
+    tenant, issuer = find_tenant(session, slug)
+    token = validator.logout_token(issuer, logout_token, backchannel_audiences(tenant))
+    now = utcnow()
+    session.execute(delete(LogoutTokenUse).where(LogoutTokenUse.expires_at < now))
+    jti = str(token.claims["jti"])[:255]
+    if session.scalar(select(LogoutTokenUse.id).where(LogoutTokenUse.jti == jti)) is not None:
+        raise InvalidToken("this logout token was already used")
+    expires = token.expires_at or token.issued_at + timedelta(seconds=LOGOUT_TOKEN_MAX_AGE)
+    session.execute(
+        insert(LogoutTokenUse).values(
+            tenant_id=tenant.id, jti=jti, expires_at=expires + timedelta(seconds=LEEWAY)
+        )
+    )
+    for subject in _subjects(session, token):
+        end_session(session, tenant, subject, token.session_id, "backchannel-logout")
+
+
+def _subjects(session: Session, token: VerifiedToken) -> Collection[str]:
+    """The users a logout token ends sessions of: its ``sub``, or, with only a ``sid``, the
+    users seen with that ``sid`` plus ``ANY_SUBJECT`` (for tokens of it not seen yet)."""
+    if token.subject:
+        return [token.subject]
+    seen = session.scalars(
+        select(UserSession.subject).where(UserSession.session_id == token.session_id).distinct()
+    ).all()
+    return [*seen, ANY_SUBJECT]
