@@ -31,8 +31,14 @@ from sqlalchemy.orm import Session
 from app import revocation, tenants, users
 from app.errors import InvalidInput, NotFound
 from app.models import LogoutTokenUse, Tenant, User, UserSession, utcnow
-from app.tokens import LEEWAY, LOGOUT_TOKEN_MAX_AGE, TokenValidator, TrustedIssuer, VerifiedToken
-from app.tokens import InvalidToken as InvalidToken
+from app.tokens import (
+    LEEWAY,
+    LOGOUT_TOKEN_MAX_AGE,
+    InvalidToken,
+    TokenValidator,
+    TrustedIssuer,
+    VerifiedToken,
+)
 
 # A revocation of a session known only by its ``sid`` (a back-channel logout token without
 # ``sub`` for a session idbridge never saw): recorded under this subject, which no real

@@ -25,9 +25,9 @@ from flask_smorest import Api, Blueprint
 from marshmallow import INCLUDE, Schema, fields
 
 from app import oidc, runtime, tokens
-from app.errors import DomainError, NotFound, StoreUnavailable
+from app.errors import Conflict, DomainError, InvalidInput, NotFound, StoreUnavailable
 from app.tokens import InvalidToken, KeysUnavailable
-from oauth.bearer import BearerRequestError, MissingToken, bearer_token, challenge
+from oauth.bearer import MissingToken, bearer_token, challenge
 
 REALM = "idbridge"
 ACCESS_TOKEN_SCHEME = "idpAccessToken"
@@ -96,9 +96,8 @@ def render_bearer_error(exc: DomainError) -> Response:
         return _json_error(401, "invalid_token", exc.message, {"WWW-Authenticate": header})
     if isinstance(exc, NotFound):
         return _json_error(404, "not_found", exc.message, {})
-    if isinstance(exc, StoreUnavailable | KeysUnavailable):
-        retry = {"Retry-After": str(exc.retry_after)}  # type: ignore[attr-defined]
-        return _json_error(503, "temporarily_unavailable", exc.message, retry)
+    if isinstance(exc, StoreUnavailable | KeysUnavailable | Conflict):
+        return _unavailable(exc)
     header = challenge(REALM, "invalid_request", exc.message)
     return _json_error(400, "invalid_request", exc.message, {"WWW-Authenticate": header})
 
@@ -106,10 +105,16 @@ def render_bearer_error(exc: DomainError) -> Response:
 def render_backchannel_error(exc: DomainError) -> Response:
     """Back-Channel Logout 1.0 §2.8: 400 with an OAuth error body; 503 when the keys or the
     store cannot answer, so the IdP retries instead of giving up."""
-    if isinstance(exc, StoreUnavailable | KeysUnavailable):
-        retry = {"Retry-After": str(exc.retry_after)}  # type: ignore[attr-defined]
-        return _json_error(503, "temporarily_unavailable", exc.message, retry)
+    if isinstance(exc, StoreUnavailable | KeysUnavailable | Conflict):
+        return _unavailable(exc)
     return _json_error(400, "invalid_request", exc.message, {})
+
+
+def _unavailable(exc: DomainError) -> Response:
+    """503 with ``Retry-After``: the store or the keys cannot answer now, or a concurrent
+    request changed the same rows first (a ``Conflict`` from the store; a retry succeeds)."""
+    retry = {"Retry-After": str(getattr(exc, "retry_after", 1))}
+    return _json_error(503, "temporarily_unavailable", exc.message, retry)
 
 
 PAGE = """<!doctype html>
@@ -146,8 +151,8 @@ def page(status: int, title: str, message: str, headers: dict[str, str] | None =
 def render_logout_page_error(exc: DomainError) -> Response:
     if isinstance(exc, NotFound):
         return page(404, "Sign-out failed", exc.message)
-    if isinstance(exc, StoreUnavailable | KeysUnavailable):
-        retry = {"Retry-After": str(exc.retry_after)}  # type: ignore[attr-defined]
+    if isinstance(exc, StoreUnavailable | KeysUnavailable | Conflict):
+        retry = {"Retry-After": str(getattr(exc, "retry_after", 1))}
         return page(503, "Sign-out failed", "Please try again in a moment.", retry)
     return page(400, "Sign-out failed", exc.message)
 
@@ -479,8 +484,7 @@ class BackchannelLogout(MethodView):
             else None
         )
         if not logout_token:
-            raise_invalid = BearerRequestError("a logout_token form field is required")
-            return render_backchannel_error(raise_invalid)
+            return render_backchannel_error(InvalidInput("a logout_token form field is required"))
         with runtime.current().db.transaction() as session:
             oidc.backchannel_logout(session, tokens.current(), tenant, logout_token)
         return Response(status=200, headers=NO_STORE)
