@@ -19,6 +19,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from app import create_app, runtime, tenants
+from app import tokens as app_tokens
 from app.models import User, UserSession
 from app.schemas import TenantSchema
 from app.users import canonical_email
@@ -298,6 +299,7 @@ def test_jwks_down_with_no_keys_answers_503_not_a_success(client, acme):
 def test_api_logout_ends_that_session_on_every_instance(app, client, acme, settings, tmp_path):
     other_instance = create_app(make_settings(tmp_path / "b", database_url=settings.database_url))
     other = other_instance.test_client()
+    assert app_tokens.of(app) is not app_tokens.of(other_instance)  # each its own key cache
     try:
         first = acme.access_token("00u1", sid="s-1")
         also_first = acme.access_token("00u1", sid="s-1")
