@@ -75,6 +75,13 @@ class Settings:
         5.0, "Seconds to wait for a database lock or a pooled connection before answering 503."
     )
 
+    outbox_interval: float = _setting(
+        15.0,
+        "Seconds between two runs of the outbox job (mail and identity-provider calls waiting "
+        "to be sent) in each `idbridge serve` worker; 0 turns the job off. `create_app` alone "
+        "never starts it.",
+    )
+
     @classmethod
     def load(
         cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
@@ -149,6 +156,8 @@ class Settings:
             raise SettingsError("IDBRIDGE_DB_POOL_SIZE must be between 1 and 100")
         if not 0 < self.db_timeout <= 120:
             raise SettingsError("IDBRIDGE_DB_TIMEOUT must be between 0 and 120 seconds")
+        if not 0 <= self.outbox_interval <= 3600:
+            raise SettingsError("IDBRIDGE_OUTBOX_INTERVAL must be between 0 and 3600 seconds")
         return dataclasses.replace(self, **changes)
 
     @property

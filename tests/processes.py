@@ -67,8 +67,8 @@ def start(
         try:
             if requests.get(served.base_url + "/readyz", timeout=1).status_code == 200:
                 return served
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or a worker still booting behind the bound socket
         time.sleep(0.2)
     served.stop()
     raise RuntimeError(f"idbridge did not become ready: {served.stderr()}")
