@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
@@ -94,8 +93,8 @@ def link_in(message: EmailMessage) -> str:
     return link
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
+def running_smtp() -> Iterator[SmtpServer]:
+    """Body of an ``smtp`` fixture: a started server, stopped when the test ends."""
     server = SmtpServer()
     server.start()
     yield server
