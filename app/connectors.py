@@ -25,7 +25,7 @@ from urllib.parse import quote
 import requests
 
 from app import outbound
-from app.crypto import Keyring
+from app.crypto import Keyring, SecretUnreadable
 from app.errors import NotFound, StoreUnavailable
 from app.models import IdentityProvider, Tenant
 from app.tenants import connector_secret_context
@@ -205,11 +205,14 @@ def for_tenant(tenant: Tenant, keyring: Keyring, allow_private: bool) -> Connect
     idp: IdentityProvider | None = tenant.identity_provider
     if idp is None or idp.connector == "none":
         return NoConnector()
-    secret = (
-        keyring.open(idp.connector_secret_sealed, connector_secret_context(tenant))
-        if idp.connector_secret_sealed
-        else ""
-    )
+    try:
+        secret = (
+            keyring.open(idp.connector_secret_sealed, connector_secret_context(tenant))
+            if idp.connector_secret_sealed
+            else ""
+        )
+    except SecretUnreadable:  # IDBRIDGE_SECRET_KEY changed: an operator must set it again
+        raise ConnectorUnavailable("the connector's secret cannot be read") from None
     settings = dict(idp.connector_settings or {})
     if idp.connector == "keycloak":
         return KeycloakConnector(settings, secret, allow_private)
