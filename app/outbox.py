@@ -74,26 +74,33 @@ def enqueue_mail(
     link: str,
     hours: int,
 ) -> None:
-    """Render the tenant's ``kind`` template now and queue it for ``recipient`` as stored."""
-    subject, text, html = mail.render(
-        rt.settings.instance_path,
-        tenant.slug,
-        kind,
-        {
-            "link": link,
-            "tenant": tenant.display_name or tenant.slug,
-            "email": recipient,
-            "hours": str(hours),
-        },
-    )
+    """Queue a ``kind`` mail for ``recipient`` as stored; rendered when it is sent, so the
+    request path does no template work and queued mail uses the templates of the day."""
     payload = {
+        "template": kind,
+        "tenant_slug": tenant.slug,
+        "tenant_name": tenant.display_name or tenant.slug,
         "sender": tenant.mail_from or default_sender(rt),
         "recipient": recipient,
-        "subject": subject,
-        "text": text,
-        "html": html,
+        "link": link,
+        "hours": str(hours),
     }
     enqueue(session, rt, tenant, key, MAIL, payload)
+
+
+def _render(rt: Runtime, payload: dict[str, str]) -> mail.Mail:
+    subject, text, html = mail.render(
+        rt.settings.instance_path,
+        payload["tenant_slug"],
+        payload["template"],
+        {
+            "link": payload["link"],
+            "tenant": payload["tenant_name"],
+            "email": payload["recipient"],
+            "hours": payload["hours"],
+        },
+    )
+    return mail.Mail(payload["sender"], payload["recipient"], subject, text, html)
 
 
 def enqueue_connector(
@@ -153,7 +160,7 @@ def _deliver(rt: Runtime, message: _Claimed) -> tuple[str, str]:
     try:
         payload = json.loads(rt.keyring.open(message.payload_sealed, _context(message.tenant_id)))
         if message.kind == MAIL:
-            mail.send(rt.settings.smtp_url, mail.Mail(**payload))
+            mail.send(rt.settings.smtp_url, _render(rt, payload))
         elif message.kind.startswith(CONNECTOR_PREFIX):
             _call_connector(
                 rt,
@@ -165,6 +172,8 @@ def _deliver(rt: Runtime, message: _Claimed) -> tuple[str, str]:
             return "dead", f"unknown kind {message.kind!r}"
     except NotFound:
         return "dead", "the identity provider does not know the user"
+    except smtplib.SMTPAuthenticationError:  # configuration: retried until it is fixed
+        return "retry", "the mail server refused idbridge's credentials"
     except smtplib.SMTPRecipientsRefused:
         return "dead", "the mail server refused the recipient"
     except smtplib.SMTPResponseException as exc:
@@ -173,6 +182,9 @@ def _deliver(rt: Runtime, message: _Claimed) -> tuple[str, str]:
         return "retry", type(exc).__name__
     except connectors.ConnectorUnavailable as exc:
         return "retry", exc.message
+    except Exception as exc:  # an unreadable template, a sealed value that no longer opens, ...
+        log.exception("outbox message %s failed unexpectedly", message.id)
+        return "retry", type(exc).__name__
     return "sent", ""
 
 

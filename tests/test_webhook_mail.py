@@ -7,14 +7,14 @@ import pathlib
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from app import outbox, runtime, tenants, users
 from app.models import EmailToken, OutboxMessage
-from tests.conftest import make_settings
+from tests.conftest import make_settings, remember_secret
 from tests.webhook_support import (
     add_user,
     html_of,
@@ -279,3 +279,40 @@ def test_the_scheduler_sends_in_the_background(tmp_path, database_url, smtp):
         scheduler.shutdown(wait=True)
         runtime.of(flask_app).db.dispose()
     assert len(smtp.messages) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_credentials_from_the_url_are_used():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from app import mail
+    from tests.processes import free_port
+    from tests.webhook_support import SmtpServer
+
+    password = remember_secret("p@ss:word/" + "9" * 12)
+    seen: list[tuple[bytes, bytes]] = []
+
+    def authenticator(_server, _session, _envelope, _mechanism, data):
+        seen.append((data.login, data.password))
+        return AuthResult(success=data.password == password.encode())
+
+    holder = SmtpServer()
+    port = free_port()
+    controller = Controller(
+        holder.handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        message = mail.Mail("no-reply@acme.example", "ada@example.com", "Hi", "text", "<p>x</p>")
+        url = f"smtp://mailer%40acme:{quote(password, safe='')}@127.0.0.1:{port}"
+        mail.send(url, message)
+        assert seen == [(b"mailer@acme", password.encode())]
+        assert holder.messages[0]["To"] == "ada@example.com"
+    finally:
+        controller.stop()
