@@ -316,3 +316,12 @@ def test_smtp_credentials_from_the_url_are_used():
         assert holder.messages[0]["To"] == "ada@example.com"
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "soon"])
+def test_a_bad_outbox_interval_stops_the_start_naming_it(value):
+    from app.settings import Settings, SettingsError
+
+    environ = {"IDBRIDGE_OUTBOX_INTERVAL": value, "IDBRIDGE_SECRET_KEY": "k" * 40}
+    with pytest.raises(SettingsError, match="IDBRIDGE_OUTBOX_INTERVAL"):
+        Settings.load(environ=environ)
