@@ -24,6 +24,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from admin import init_app as init_admin
     from app import api, logs, observability, runtime
     from oauth import init_app as init_oauth
+    from webhooks import init_app as init_webhooks
 
     logs.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
@@ -31,4 +32,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     api.init_app(flask_app)
     init_admin(flask_app)
     init_oauth(flask_app)
+    init_webhooks(flask_app)
     return flask_app

@@ -321,3 +321,62 @@ class LogoutTokenUse(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     jti: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+class WebhookDelivery(TenantOwned, Base):
+    """A processed ``webhook-id`` and the response it got (DOMAIN.md: IdempotencyRecord).
+
+    The row is inserted first, in the operation's own transaction, so the unique constraint
+    makes a concurrent second delivery of the same id wait and then fail to insert instead of
+    running the operation twice. Kept 24 hours (CONTRACT §1).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("tenant_id", "webhook_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(40))
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class OutboxMessage(TenantOwned, Base):
+    """Work that leaves idbridge after the request: a mail, or a call to the identity provider's
+    connector (DOMAIN.md: OutboxMessage). Durable, retried with backoff, at most one per
+    ``idempotency_key``. ``payload_sealed`` holds the message (it may carry a single-use link),
+    sealed like every other secret."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_outbox_messages_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(40))
+    payload_sealed: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class EmailToken(TenantOwned, Base):
+    """A single-use link token (email verification or password reset), kept as a keyed hash.
+
+    Typed by ``purpose`` and bound to the user and to the address it was sent to: an email
+    change makes it useless (THREATS.md, Webhooks)."""
+
+    __tablename__ = "email_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(255))
+    email_canonical: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()

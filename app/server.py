@@ -39,9 +39,11 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from app import create_app
+        from app import create_app, outbox
 
-        return create_app(self.settings)
+        flask_app = create_app(self.settings)
+        outbox.start(flask_app)  # in each worker, after the fork: mail and IdP calls
+        return flask_app
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

@@ -74,11 +74,16 @@ class Settings:
     db_timeout: float = _setting(
         5.0, "Seconds to wait for a database lock or a pooled connection before answering 503."
     )
-
     jwks_max_stale: float = _setting(
         3600.0,
         "Seconds an identity provider's last good signing keys (JWKS) stay in use while its "
         "endpoint fails or answers garbage; after that its tokens answer 503.",
+    )
+    outbox_interval: float = _setting(
+        15.0,
+        "Seconds between two runs of the outbox job (mail and identity-provider calls waiting "
+        "to be sent) in each `idbridge serve` worker; 0 turns the job off. `create_app` alone "
+        "never starts it.",
     )
 
     @classmethod
@@ -157,6 +162,8 @@ class Settings:
             raise SettingsError("IDBRIDGE_DB_TIMEOUT must be between 0 and 120 seconds")
         if not 0 <= self.jwks_max_stale <= 86400:
             raise SettingsError("IDBRIDGE_JWKS_MAX_STALE must be between 0 and 86400 seconds")
+        if not 0 <= self.outbox_interval <= 3600:
+            raise SettingsError("IDBRIDGE_OUTBOX_INTERVAL must be between 0 and 3600 seconds")
         return dataclasses.replace(self, **changes)
 
     @property
