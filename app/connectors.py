@@ -31,7 +31,11 @@ from app.models import IdentityProvider, Tenant
 from app.tenants import connector_secret_context
 
 Action = Literal[
-    "delete_user", "mark_email_verified", "send_verification_email", "send_password_reset_email"
+    "delete_user",
+    "mark_email_verified",
+    "send_verification_email",
+    "send_password_reset_email",
+    "end_sessions",
 ]
 log = logging.getLogger("idbridge.connectors")
 
@@ -59,6 +63,10 @@ class Connector(Protocol):
 
     def send_password_reset_email(self, subject: str) -> None: ...
 
+    def end_sessions(self, subject: str) -> None:
+        """Sign the user out at the IdP too (every session), after a logout at idbridge."""
+        ...
+
 
 class NoConnector:
     """``connector: none``: the IdP is left alone; idbridge's own mail does the sending."""
@@ -78,6 +86,9 @@ class NoConnector:
         return None
 
     def send_password_reset_email(self, subject: str) -> None:
+        return None
+
+    def end_sessions(self, subject: str) -> None:
         return None
 
 
@@ -160,6 +171,10 @@ class KeycloakConnector(_HttpConnector):
         response = self._call("PUT", url, headers=self._headers(), json=["UPDATE_PASSWORD"])
         self._check(response, "execute-actions-email")
 
+    def end_sessions(self, subject: str) -> None:
+        url = self._users_url(subject) + "/logout"
+        self._check(self._call("POST", url, headers=self._headers()), "logout", missing_ok=True)
+
 
 class OktaConnector(_HttpConnector):
     """Okta Users API (``/api/v1/users/{id}``), ``Authorization: SSWS <API token>``.
@@ -170,7 +185,7 @@ class OktaConnector(_HttpConnector):
     name = "okta"
 
     def supports(self, action: Action) -> bool:
-        return action in ("delete_user", "send_password_reset_email")
+        return action in ("delete_user", "send_password_reset_email", "end_sessions")
 
     def _url(self, subject: str, rest: str = "") -> str:
         return f"{self.base_url}/api/v1/users/{quote(subject, safe='')}{rest}"
@@ -198,6 +213,11 @@ class OktaConnector(_HttpConnector):
         url = self._url(subject, "/lifecycle/reset_password")
         response = self._call("POST", url, headers=self._headers(), params={"sendEmail": "true"})
         self._check(response, "reset_password")
+
+    def end_sessions(self, subject: str) -> None:
+        # Users API: DELETE /api/v1/users/{id}/sessions clears every IdP session of the user.
+        response = self._call("DELETE", self._url(subject, "/sessions"), headers=self._headers())
+        self._check(response, "clear sessions", missing_ok=True)
 
 
 def for_tenant(tenant: Tenant, keyring: Keyring, allow_private: bool) -> Connector:

@@ -321,6 +321,8 @@ class LogoutTokenUse(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     jti: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class WebhookDelivery(TenantOwned, Base):
     """A processed ``webhook-id`` and the response it got (DOMAIN.md: IdempotencyRecord).
 

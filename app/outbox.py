@@ -195,12 +195,14 @@ def _call_connector(rt: Runtime, tenant_id: int, action: str, subject: str) -> N
             raise NotFound("the tenant is gone")
         tenancy.scope(session, tenant)
         connector = connectors.for_tenant(tenant, rt.keyring, rt.settings.allow_private_urls)
-    if action == "send_verification_email":
-        connector.send_verification_email(subject)
-    elif action == "send_password_reset_email":
-        connector.send_password_reset_email(subject)
-    else:
+    calls = {
+        "send_verification_email": connector.send_verification_email,
+        "send_password_reset_email": connector.send_password_reset_email,
+        "end_sessions": connector.end_sessions,
+    }
+    if action not in calls:
         raise NotFound(f"unknown connector action {action!r}")
+    calls[action](subject)
 
 
 def _record(rt: Runtime, message: _Claimed, outcome: str, error: str, now: datetime) -> None:

@@ -123,6 +123,9 @@ class FakeIdp:
             if body != ["UPDATE_PASSWORD"]:
                 return _json({"errorMessage": "invalid actions"}, 400)
             return Response(status=204)
+        if request.method == "POST" and action == "logout":
+            user["sessions"] = 0
+            return Response(status=204)
         return _json({"error": "HTTP 405 Method Not Allowed"}, 405)
 
     # --- Okta: /api/v1/users/{id}, lifecycle operations, SSWS tokens
@@ -166,6 +169,9 @@ class FakeIdp:
             if request.args.get("sendEmail") == "true":
                 return _json({})
             return _json({"summary": "reset_password", "resetPasswordUrl": "https://x"})
+        if request.method == "DELETE" and action == "sessions":
+            user["sessions"] = 0
+            return Response(status=204)
         return _json(
             {
                 "errorCode": "E0000022",

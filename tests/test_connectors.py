@@ -25,8 +25,9 @@ SUPPORTED = {  # what each IdP does itself; the rest falls back to idbridge or i
         "mark_email_verified",
         "send_verification_email",
         "send_password_reset_email",
+        "end_sessions",
     },
-    "okta": {"delete_user", "send_password_reset_email"},
+    "okta": {"delete_user", "send_password_reset_email", "end_sessions"},
 }
 
 
