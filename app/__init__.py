@@ -23,10 +23,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     from admin import init_app as init_admin
     from app import api, logs, observability, runtime
+    from scim import init_app as init_scim
 
     logs.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
     observability.init_app(flask_app)
     api.init_app(flask_app)
     init_admin(flask_app)
+    init_scim(flask_app)
     return flask_app
