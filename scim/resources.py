@@ -3,8 +3,9 @@ extensions, and Group; the ServiceProviderConfig advertises exactly what is enfo
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic
 
+from pydantic import field_validator
 from scim2_models import (
     URN,
     AuthenticationScheme,
@@ -12,6 +13,7 @@ from scim2_models import (
     CaseExact,
     ChangePassword,
     ComplexAttribute,
+    Email,
     EnterpriseUser,
     ETag,
     Extension,
@@ -25,6 +27,7 @@ from scim2_models import (
     Sort,
     User,
 )
+from scim2_models.resources.resource import AnyExtension
 from scim2_models.resources.service_provider_config import Pagination
 
 from app.provisioning import IDBRIDGE_USER_SCHEMA
@@ -58,7 +61,35 @@ class IdbridgeUser(Extension):
     """The user's identities in upstream systems: integration name and upstream subject."""
 
 
-UserResource = User[EnterpriseUser | IdbridgeUser]
+class LenientEmail(Email):
+    """An email kept exactly as the identity provider sent it.
+
+    scim2-models types ``emails.value`` as pydantic's ``EmailStr``, which lowercases the
+    domain and refuses special-use domains (``.local``, ``.internal``) that directories really
+    hold; idbridge only needs one ``@`` with text on both sides, and mails the address as
+    stored (CONTRACT §1).
+    """
+
+    value: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _one_at_sign(cls, value: str | None) -> str | None:
+        if value is not None:
+            local, at, domain = value.strip().rpartition("@")
+            if not (local and at and domain) or any(c.isspace() for c in value.strip()):
+                raise ValueError(f"{value!r} is not an email address")
+            return value.strip()
+        return value
+
+
+class ScimUser(User[AnyExtension], Generic[AnyExtension]):
+    """The core User (RFC 7643 §4.1) with lenient email addresses."""
+
+    emails: list[LenientEmail] | None = None  # type: ignore[assignment]
+
+
+UserResource = ScimUser[EnterpriseUser | IdbridgeUser]
 
 TOLERANT = ScimPolicy(
     unknown=ScimPolicy.Unknown.ignore,
@@ -102,7 +133,7 @@ def provider() -> ScimProvider:
         ResourceType.from_resource(Group),
     ]
     return ScimProvider(
-        models=[User, EnterpriseUser, IdbridgeUser, Group],
+        models=[ScimUser, EnterpriseUser, IdbridgeUser, Group],
         resource_types=resource_types,
         config=config(),
         policy=TOLERANT,

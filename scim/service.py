@@ -5,9 +5,9 @@ Tolerance (tested per vendor in ``tests/test_scim_vendor_*.py``) happens in two 
 
 - the ``ScimPolicy`` of ``scim.resources`` (unknown attributes and schemas ignored, Entra's
   member removal by ``value``, filtered paths on an empty list create the entry);
-- ``normalize`` below, on the raw JSON before validation: empty strings are unset attributes
-  (OneLogin), ``"id": null`` is no id, the enterprise ``manager`` given as a bare string is
-  its ``value`` (Entra ID).
+- ``normalize`` below, on the raw JSON before validation: empty strings and nulls are unset
+  attributes (OneLogin's ``"id": null``, Entra ID's ``"$ref": null``), and the enterprise
+  ``manager`` given as a bare string is its ``value`` (Entra ID).
 
 Everything else (capitalised ops, ``"False"`` as a string, path-less maps with dotted and URN
 keys) scim2-models already reads. PATCH answers 200 with the resource (RFC 7644 §3.5.2 allows
@@ -37,8 +37,8 @@ def normalize(payload: Any) -> Any:
         return payload
     result: dict[str, Any] = {}
     for key, value in payload.items():
-        if (value == "" and key != "value") or (key == "id" and value is None):
-            continue  # OneLogin: empty strings and null ids for unset attributes
+        if key != "value" and (value == "" or value is None):
+            continue  # OneLogin, Entra ID: empty strings and nulls for unset attributes
         if key.lower().endswith("manager") and isinstance(value, str):
             value = {"value": value}  # Entra ID: the manager's id as a bare string
         result[key] = normalize(value)

@@ -67,7 +67,7 @@ def start(
         try:
             if requests.get(served.base_url + "/readyz", timeout=1).status_code == 200:
                 return served
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a worker still booting
             pass
         time.sleep(0.2)
     served.stop()

@@ -27,8 +27,7 @@ def test_create_read_and_the_stored_user(app, scim):
     with runtime.of(app).db.read() as session:
         tenants.find(session, "acme")
         user = users.by_subject(session, "00u1")
-        # the local part as given; pydantic's EmailStr lowercases the domain
-        assert (user.customer, user.email, user.blocked) == ("C-1", "Ada@example.com", False)
+        assert (user.customer, user.email, user.blocked) == ("C-1", "Ada@Example.com", False)
 
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
