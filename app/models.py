@@ -332,3 +332,4 @@ class GroupMember(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     group_pk: Mapped[int] = mapped_column(Integer, index=True)
     user_pk: Mapped[int] = mapped_column(Integer, index=True)
+    display: Mapped[str | None] = mapped_column(String(255))  # as the IdP sent it

@@ -148,9 +148,10 @@ def delete_user(session: Session, user: User) -> None:
 
 
 def save_group(
-    session: Session, group: Group | None, data: dict[str, Any], member_ids: list[str]
+    session: Session, group: Group | None, data: dict[str, Any], members: dict[str, str | None]
 ) -> Group:
-    """Create or replace a group and its members (SCIM ids of users of the same tenant)."""
+    """Create or replace a group and its members: SCIM ids of users of the same tenant, each
+    with the ``display`` the identity provider gave (kept as given)."""
     display_name = _text(data.get("displayName"))
     if display_name is None:
         raise InvalidInput("displayName is required", "displayName")
@@ -160,7 +161,7 @@ def save_group(
         taken = taken.where(Group.id != group.id)
     if session.scalar(taken.limit(1)) is not None:
         raise Conflict("another group already has this displayName", "displayName")
-    wanted = set(member_ids)
+    wanted = set(members)
     users = dict(
         session.execute(select(User.scim_id, User.id).where(User.scim_id.in_(wanted))).all()
     )
@@ -177,17 +178,21 @@ def save_group(
     group.external_id = _text(data.get("externalId"))
     group.scim = stored
     session.flush()
-    current = set(
-        session.scalars(select(GroupMember.user_pk).where(GroupMember.group_pk == group.id))
+    current = {
+        row.user_pk: row
+        for row in session.scalars(select(GroupMember).where(GroupMember.group_pk == group.id))
+    }
+    target = {users[scim_id]: display for scim_id, display in members.items()}
+    for user_pk, row in current.items():
+        if user_pk not in target:
+            session.delete(row)
+        elif row.display != target[user_pk]:
+            row.display = target[user_pk]
+    session.add_all(
+        GroupMember(group_pk=group.id, user_pk=pk, display=display)
+        for pk, display in target.items()
+        if pk not in current
     )
-    target = set(users.values())
-    if current - target:
-        session.execute(
-            delete(GroupMember).where(
-                GroupMember.group_pk == group.id, GroupMember.user_pk.in_(current - target)
-            )
-        )
-    session.add_all(GroupMember(group_pk=group.id, user_pk=pk) for pk in target - current)
     session.flush()
     return group
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Blueprint as FlaskBlueprint
 from flask import Flask, Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -56,6 +57,19 @@ def init_app(flask_app: Flask) -> None:
         },
     )
     api.register_blueprint(blp)
+    flask_app.register_blueprint(fallback)
+
+
+# Any other path under the SCIM root answers in SCIM form too (RFC 7644 §3.12: 404 with a
+# SCIM error); not documented, since it is no operation.
+fallback = FlaskBlueprint("scim-fallback", __name__, url_prefix=PREFIX)
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@fallback.route("/", defaults={"rest": ""}, methods=ALL_METHODS)
+@fallback.route("/<path:rest>", methods=ALL_METHODS)
+def _elsewhere(tenant: str, rest: str) -> Response:
+    return dispatch(tenant, f"/{rest}")
 
 
 # --- the one dispatch -------------------------------------------------------------------
@@ -87,7 +101,7 @@ ERRORS = {
     412: "`If-Match` does not match the resource's current ETag.",
     413: "Bulk above `maxOperations` or `maxPayloadSize`.",
     415: "The body is not JSON.",
-    501: "Not supported (sorting, search at the root).",
+    501: "Not supported (sorting).",
     503: "The store cannot answer now; retry after `Retry-After` seconds.",
 }
 
@@ -187,9 +201,9 @@ class BulkView(MethodView):
 class RootSearchView(MethodView):
     @ok()
     @blp.doc(requestBody=BODY)
-    @documented(400, 415, 501)
+    @documented(400, 415)
     def post(self, tenant: str) -> Response:
-        """Search across resource types: not supported (501); search `/Users/.search`"""
+        """Search users and groups together (RFC 7644 §3.4.3): users first, then groups"""
         return dispatch(tenant, "/.search")
 
 

@@ -19,7 +19,6 @@ from scim2_models import (
     Group,
     InvalidValueException,
     NotFoundException,
-    NotImplementedException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -93,25 +92,39 @@ class SqlStorage(ScimStorage):
     ) -> SearchPage:
         """Filter, count and page in SQL; ``startIndex`` below 1 is taken as 1 (RFC 7644
         §3.4.2.4) and ``count`` is already bounded by the service."""
-        if len(resource_types) != 1:
-            raise NotImplementedException(detail="search at the root is not supported")
-        model = UserRow if resource_types[0].name == "User" else GroupRow
-        statement = select(model)
-        if search_request.filter is not None:
-            statement = statement.where(filters.where(model, search_request.filter.ast))
-        total = self.session.scalar(select(func.count()).select_from(statement.subquery()))
         start = max(search_request.start_index or 1, 1)
-        count = search_request.count if search_request.count is not None else 100
-        rows = self.session.scalars(
-            statement.order_by(model.id).offset(start - 1).limit(max(count, 0))
-        ).all()
+        count = max(search_request.count if search_request.count is not None else 100, 0)
+        models = [UserRow if rt.name == "User" else GroupRow for rt in resource_types]
+        statements = []
+        for model in models:
+            statement = select(model)
+            if search_request.filter is not None:
+                statement = statement.where(filters.where(model, search_request.filter.ast))
+            statements.append(statement)
+        totals = [
+            self.session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+            for statement in statements
+        ]
+        # At the root (RFC 7644 §3.4.2.1) the types are one collection: users, then groups.
+        resources: list[Resource[Any]] = []
+        offset = start - 1
+        for model, statement, total in zip(models, statements, totals, strict=True):
+            wanted = count - len(resources)
+            if offset >= total:
+                offset -= total
+                continue
+            if wanted > 0:
+                page = statement.order_by(model.id).offset(offset).limit(wanted)
+                resources += self._resources(model, list(self.session.scalars(page)))
+            offset = 0
+        return SearchPage(total=sum(totals), resources=resources)
+
+    def _resources(self, model: Any, rows: list[Any]) -> list[Resource[Any]]:
         if model is UserRow:
             groups = self._groups_of([row.id for row in rows])
-            resources = [self.user_resource(row, groups.get(row.id, [])) for row in rows]
-        else:
-            members = self._members_of([row.id for row in rows])
-            resources = [self.group_resource(row, members.get(row.id, [])) for row in rows]
-        return SearchPage(total=total or 0, resources=resources)
+            return [self.user_resource(row, groups.get(row.id, [])) for row in rows]
+        members = self._members_of([row.id for row in rows])
+        return [self.group_resource(row, members.get(row.id, [])) for row in rows]
 
     def _user(self, scim_id: str) -> UserRow:
         row = self.session.scalars(select(UserRow).where(UserRow.scim_id == scim_id)).first()
@@ -141,15 +154,16 @@ class SqlStorage(ScimStorage):
 
     def _members_of(self, group_pks: list[int]) -> dict[int, list[dict[str, Any]]]:
         rows = self.session.execute(
-            select(GroupMember.group_pk, UserRow.scim_id, UserRow.user_name)
+            select(GroupMember.group_pk, UserRow.scim_id, GroupMember.display)
             .join(UserRow, UserRow.id == GroupMember.user_pk)
             .where(GroupMember.group_pk.in_(group_pks))
             .order_by(UserRow.id)
         )
         result: dict[int, list[dict[str, Any]]] = {}
         for group_pk, scim_id, display in rows:
+            member = {"value": scim_id, "$ref": f"Users/{scim_id}", "type": "User"}
             result.setdefault(group_pk, []).append(
-                {"value": scim_id, "$ref": f"Users/{scim_id}", "type": "User", "display": display}
+                member | ({"display": display} if display else {})
             )
         return result
 
@@ -200,7 +214,7 @@ class SqlStorage(ScimStorage):
             if resource_type.name == "User":
                 row = provisioning.save_user(self.session, self.tenant, None, data)
                 return self.user_resource(row, [])
-            group = provisioning.save_group(self.session, None, data, _member_ids(data))
+            group = provisioning.save_group(self.session, None, data, _members(data))
             return self.group_resource(group)
         except DomainError as error:
             raise scim_error(error) from error
@@ -221,7 +235,7 @@ class SqlStorage(ScimStorage):
                 return self.user_resource(user)
             group = self._group(str(resource.id))
             self._check_version(group.version, expected_version)
-            group = provisioning.save_group(self.session, group, data, _member_ids(data))
+            group = provisioning.save_group(self.session, group, data, _members(data))
             return self.group_resource(group)
         except DomainError as error:
             raise scim_error(error) from error
@@ -255,5 +269,5 @@ class SqlStorage(ScimStorage):
             yield
 
 
-def _member_ids(data: dict[str, Any]) -> list[str]:
-    return [str(m["value"]) for m in data.get("members") or [] if m.get("value")]
+def _members(data: dict[str, Any]) -> dict[str, str | None]:
+    return {str(m["value"]): m.get("display") for m in data.get("members") or [] if m.get("value")}

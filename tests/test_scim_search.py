@@ -101,3 +101,15 @@ def test_user_name_eq_uses_an_index_on_postgresql(app, scim):
             .all()
         )
     assert any("Index" in line for line in plan), plan
+
+
+def test_post_search_at_the_root_covers_users_then_groups(scim):
+    group = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Ops"}
+    assert scim.post("/Groups", group).status_code == 201
+    page = scim.post("/.search", {"schemas": [SEARCH], "startIndex": 5, "count": 2}).get_json()
+    assert page["totalResults"] == 6
+    assert [r.get("userName", r.get("displayName")) for r in page["Resources"]] == ["Eve", "Ops"]
+    page = scim.post("/.search", {"schemas": [SEARCH], "filter": 'displayName eq "ops"'})
+    assert [r["displayName"] for r in page.get_json()["Resources"]] == ["Ops"]
+    refused = scim.post("/.search", {"schemas": [SEARCH], "filter": 'password eq "x"'})
+    assert refused.status_code == 400

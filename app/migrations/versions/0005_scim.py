@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("group_pk", sa.Integer(), nullable=False),
         sa.Column("user_pk", sa.Integer(), nullable=False),
+        sa.Column("display", sa.String(length=255), nullable=True),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "group_pk"],
