@@ -29,6 +29,7 @@ from scim2_models import (
 )
 from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import provisioning
@@ -218,6 +219,8 @@ class SqlStorage(ScimStorage):
             return self.group_resource(group)
         except DomainError as error:
             raise scim_error(error) from error
+        except IntegrityError as error:  # a concurrent writer won the race for a unique value
+            raise UniquenessException(detail="a unique value is already taken") from error
 
     def update(
         self,
@@ -239,6 +242,8 @@ class SqlStorage(ScimStorage):
             return self.group_resource(group)
         except DomainError as error:
             raise scim_error(error) from error
+        except IntegrityError as error:  # a concurrent writer won the race for a unique value
+            raise UniquenessException(detail="a unique value is already taken") from error
 
     def delete(
         self,
