@@ -171,3 +171,32 @@ def test_a_user_customer_missing_is_400_invalid_value(scim):
     body = user_body("ada", "00u1")
     del body[IDBRIDGE]
     assert _scim_error(scim.post("/Users", body), 400)["scimType"] == "invalidValue"
+
+
+def test_a_locked_store_is_a_scim_503_with_retry_after_and_nothing_written(tmp_path):
+    """THREATS.md, Faults: SQLite locked past the busy timeout, in SCIM's own error form."""
+    import sqlite3
+
+    from app import create_app, migrate
+    from app.database import Database
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, db_timeout=0.3)
+    db = Database(settings)
+    migrate.upgrade(db)
+    db.dispose()
+    flask_app = create_app(settings)
+    scim = Scim(flask_app.test_client(), "acme", make_tenant(flask_app))
+    blocker = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), timeout=0.1)
+    blocker.isolation_level = None
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        response = scim.post("/Users", user_body("ada", "00u1"))
+        assert _scim_error(response, 503)["status"] == "503"
+        assert response.headers["Retry-After"]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert scim.get("/Users").get_json()["totalResults"] == 0
+    assert scim.post("/Users", user_body("ada", "00u1")).status_code == 201
+    runtime.of(flask_app).db.dispose()
