@@ -33,7 +33,7 @@ blp = Blueprint(
 
 
 def init_app(flask_app: Flask) -> None:
-    """Register the SCIM blueprint on the app's ``Api`` and build its one service."""
+    """Register the documented SCIM blueprint on the app's ``Api``, and the fallback."""
     api = openapi.of(flask_app)
     api.spec.components.security_scheme(
         SCHEME,

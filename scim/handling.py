@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any
 
 from flask import Response, request
 from scim2_models import (
@@ -18,8 +17,10 @@ from scim2_models import (
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import SCIM_MEDIA_TYPE, ScimResponse
+from sqlalchemy.orm import Session
 
 from app import credentials, runtime, tenants
+from app.crypto import Keyring
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
 from scim import resources
 from scim.service import IdbridgeScimService
@@ -73,7 +74,7 @@ def _uniqueness(exc: DomainError) -> SCIMException:
     return UniquenessException(detail=exc.message)
 
 
-def _authenticate(session: Any, keyring: Any) -> None:
+def _authenticate(session: Session, keyring: Keyring) -> None:
     """RFC 7644 §2: a bearer token of THIS tenant; another tenant's token finds nothing."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
