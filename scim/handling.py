@@ -39,7 +39,8 @@ def dispatch(tenant: str, path: str) -> Response:
     rt = runtime.current()
     scim_request = ScimRequest(
         method=request.method,
-        base_url=f"{request.url_root.rstrip('/')}/t/{tenant}/scim/v2",
+        # meta.location and Location are absolute URLs as callers see them (RFC 7644 §3.1)
+        base_url=f"{rt.settings.public_url.rstrip('/')}/t/{tenant}/scim/v2",
         path=path,
         query=request.args.to_dict(),
         headers=list(request.headers.items()),
