@@ -25,6 +25,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from app import api, logs, observability, runtime
     from oauth import init_app as init_oauth
     from webhooks import init_app as init_webhooks
+    from scim import init_app as init_scim
 
     logs.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
@@ -33,4 +34,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     init_admin(flask_app)
     init_oauth(flask_app)
     init_webhooks(flask_app)
+    init_scim(flask_app)
     return flask_app

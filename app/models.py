@@ -382,3 +382,48 @@ class EmailToken(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
+
+
+class Group(TenantOwned, Timestamps, Base):
+    """A SCIM group (RFC 7643 §4.2): ``displayName`` unique per tenant, case-insensitively.
+
+    ``scim_id`` is the id idbridge assigned; ``scim`` keeps the attributes as stored (never
+    ``id``, ``meta`` or ``members``, which live in ``GroupMember`` rows); ``version`` feeds
+    ETags.
+    """
+
+    __tablename__ = "groups"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "scim_id"),
+        UniqueConstraint("tenant_id", "display_name_canonical"),
+        UniqueConstraint("tenant_id", "id"),
+        Index("ix_groups_tenant_id_external_id", "tenant_id", "external_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scim_id: Mapped[str] = mapped_column(String(36))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(255))
+    display_name_canonical: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    scim: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class GroupMember(TenantOwned, Base):
+    """A user in a group; both of the same tenant (composite foreign keys refuse otherwise)."""
+
+    __tablename__ = "group_members"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "group_pk", "user_pk"),
+        ForeignKeyConstraint(
+            ["tenant_id", "group_pk"], ["groups.tenant_id", "groups.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "user_pk"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_pk: Mapped[int] = mapped_column(Integer, index=True)
+    user_pk: Mapped[int] = mapped_column(Integer, index=True)
+    display: Mapped[str | None] = mapped_column(String(255))  # as the IdP sent it
