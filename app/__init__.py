@@ -24,8 +24,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from admin import init_app as init_admin
     from app import api, logs, observability, runtime
     from oauth import init_app as init_oauth
-    from webhooks import init_app as init_webhooks
     from scim import init_app as init_scim
+    from webhooks import init_app as init_webhooks
 
     logs.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
