@@ -6,7 +6,7 @@ none touches ``flask.request``. Errors are ``app.errors`` / ``app.tokens`` excep
 at RP-initiated logout, ``{"error": "invalid_request"}`` at back-channel logout).
 
 Every logout, whatever its door, goes through ``end_session`` (the one function to extend with
-what else must happen when a session ends, such as telling the IdP's connector), which writes
+what else must happen when a session ends; it also tells the IdP's connector), which writes
 the revocation through ``app.revocation.revoke`` before the caller answers: from then on every
 token of that session (or, without a ``sid``, of that user) issued up to now is refused by
 ``authenticate`` on every instance, since the revocation lives in the shared database.
@@ -28,9 +28,10 @@ from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app import revocation, tenants, users
+from app import connectors, outbox, revocation, tenants, users
 from app.errors import InvalidInput, NotFound
 from app.models import LogoutTokenUse, Tenant, User, UserSession, utcnow
+from app.runtime import Runtime
 from app.tokens import (
     LEEWAY,
     LOGOUT_TOKEN_MAX_AGE,
@@ -199,32 +200,49 @@ def _primary(values: Any) -> str | None:
 
 
 def end_session(
-    session: Session, tenant: Tenant, subject: str, session_id: str | None, reason: str
+    session: Session,
+    tenant: Tenant,
+    subject: str,
+    session_id: str | None,
+    reason: str,
+    tell_idp: Runtime | None = None,
 ) -> datetime:
     """End one session of a user (``session_id``) or all of them (``None``): the one hook.
 
     Every logout path calls this, before it answers. Tokens of that session issued up to now
-    are refused from now on, on every instance (``app.revocation``).
+    are refused from now on, on every instance (``app.revocation``). With ``tell_idp`` (a
+    logout idbridge heard first, not one the IdP sent), the IdP's connector is asked, through
+    the durable outbox, to end the user's sessions there too, where it supports that.
     """
     if not subject and not session_id:
         raise ValueError("a session to end needs a subject, a session id, or both")
-    return revocation.revoke(
+    ended = revocation.revoke(
         session, subject or ANY_SUBJECT, reason, session_id=session_id or revocation.ALL_SESSIONS
     )
+    if tell_idp is not None and subject:
+        rt = tell_idp
+        connector = connectors.for_tenant(tenant, rt.keyring, rt.settings.allow_private_urls)
+        if connector.supports("end_sessions"):
+            key = f"end-sessions:{subject}:{ended.isoformat()}"
+            outbox.enqueue_connector(session, rt, tenant, key, "end_sessions", subject)
+    return ended
 
 
-def api_logout(session: Session, validator: TokenValidator, slug: str, access_token: str) -> None:
+def api_logout(
+    session: Session, rt: Runtime, validator: TokenValidator, slug: str, access_token: str
+) -> None:
     """``POST /oidc/logout`` with the user's bearer token: end the token's session (``sid``),
     or every session of the user when the token names none."""
     tenant, issuer = find_tenant(session, slug)
     token = validator.access_token(issuer, access_token)
     if is_session_revoked(session, token):
         raise InvalidToken("the session of this token has ended")
-    end_session(session, tenant, token.subject, token.session_id, "logout")
+    end_session(session, tenant, token.subject, token.session_id, "logout", tell_idp=rt)
 
 
 def rp_logout(
     session: Session,
+    rt: Runtime,
     validator: TokenValidator,
     slug: str,
     id_token_hint: str | None,
@@ -247,7 +265,7 @@ def rp_logout(
         hint = validator.id_token_hint(issuer, id_token_hint)
     except InvalidToken as exc:
         raise InvalidInput(f"the id_token_hint is not valid: {exc.message}") from None
-    end_session(session, tenant, hint.subject, hint.session_id, "logout")
+    end_session(session, tenant, hint.subject, hint.session_id, "logout", tell_idp=rt)
     return post_logout_redirect_uri or None
 
 

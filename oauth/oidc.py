@@ -401,6 +401,7 @@ class Logout(MethodView):
         with rt.db.transaction() as session:
             target = oidc.rp_logout(
                 session,
+                rt,
                 tokens.current(),
                 tenant,
                 request.args.get("id_token_hint"),
@@ -425,8 +426,9 @@ class Logout(MethodView):
         now is refused, on every instance.
         """
         token = bearer_token(request)
-        with runtime.current().db.transaction() as session:
-            oidc.api_logout(session, tokens.current(), tenant, token)
+        rt = runtime.current()
+        with rt.db.transaction() as session:
+            oidc.api_logout(session, rt, tokens.current(), tenant, token)
         return Response(status=204, headers=NO_STORE)
 
 

@@ -13,6 +13,7 @@ import pytest
 from app import connectors, outbox, revocation, runtime, tenants
 from app.models import IdentityProvider, Tenant
 from tests.conftest import make_settings, remember_secret
+from tests.idp import AUDIENCE, IdentityProviderServer
 from tests.idp_fakes import FakeIdp
 from tests.processes import free_port
 from tests.webhook_support import add_user, link_in, load_user, make_tenant, running_smtp, signed
@@ -256,3 +257,39 @@ def test_private_addresses_are_refused_unless_allowed(tmp_path, database_url, id
     response = signed(flask_app.test_client(), tenant, "delete", {"id": SUBJECT})
     runtime.of(flask_app).db.dispose()
     assert response.status_code == 503 and idp.fake.calls == []
+
+
+def test_a_logout_ends_the_sessions_at_the_idp_where_it_can(client, app, idp):
+    """CONTRACT §2: a logout is also told to the IdP through its connector (off the request
+    path, through the outbox); a back-channel logout came from the IdP and is not echoed."""
+    with IdentityProviderServer() as issuer:
+        idp_settings = issuer.settings() | {
+            key: value for key, value in idp.config().items() if key.startswith("connector")
+        }
+        tenant = make_tenant(app, "beta", idp=idp_settings)
+        add_user(app, "beta", SUBJECT, "ada@example.com")
+        if idp.fake is not None:
+            idp.fake.add_user(SUBJECT, email="ada@example.com")
+        token = remember_secret(issuer.access_token(SUBJECT, sid="s-1"))
+        response = client.post(
+            f"/t/{tenant.slug}/oidc/logout", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 204
+        sent = outbox.send_due(runtime.of(app))
+        logout_calls = {
+            "keycloak": [("POST", f"/admin/realms/{idp.fake.realm}/users/{SUBJECT}/logout", "")]
+            if idp.fake
+            else [],
+            "okta": [("DELETE", f"/api/v1/users/{SUBJECT}/sessions", "")],
+            "none": [],
+        }[idp.name]
+        assert idp.admin_calls() == logout_calls
+        assert sent == (1 if idp.supports("end_sessions") else 0)
+        before = len(idp.admin_calls())
+        logout_token = remember_secret(issuer.logout_token(SUBJECT, audience=AUDIENCE))
+        back = client.post(
+            f"/t/{tenant.slug}/oidc/backchannel-logout", data={"logout_token": logout_token}
+        )
+        assert back.status_code == 200
+        assert outbox.send_due(runtime.of(app)) == 0
+        assert len(idp.admin_calls()) == before
