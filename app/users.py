@@ -12,6 +12,7 @@ import unicodedata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import revocation
 from app.models import User
 from app.records import one_or_404
 
@@ -37,3 +38,18 @@ def by_email(session: Session, address: str) -> User:
 
 def by_customer(session: Session, customer: str) -> User:
     return one_or_404(session, select(User).where(User.customer == customer), "user")
+
+
+def set_operator_block(session: Session, user: User, blocked: bool) -> bool:
+    """Block or unblock ``user`` as an operator; return whether it changed.
+
+    Blocking ends every session of the user at once (``app.revocation``, the one hook), so
+    tokens issued before it stay refused even after an unblock; unblocking lets new ones in.
+    """
+    if user.operator_blocked == blocked:
+        return False
+    user.operator_blocked = blocked
+    user.version += 1
+    if blocked:
+        revocation.revoke(session, user.subject, "blocked")
+    return True
