@@ -17,7 +17,16 @@ from app import schemas as rules
 
 def init_app(flask_app: Flask) -> None:
     """Register the admin blueprints on the app's ``Api`` (``app.api.init_app`` runs first)."""
-    from admin import clients, common, credentials, grants, integrations, schemas, tenants
+    from admin import (
+        clients,
+        common,
+        credentials,
+        exchange,
+        grants,
+        integrations,
+        schemas,
+        tenants,
+    )
 
     api = openapi.of(flask_app)
     for name, pattern, example in (
@@ -36,5 +45,6 @@ def init_app(flask_app: Flask) -> None:
         grants.blp,
         credentials.webhook_blp,
         credentials.scim_blp,
+        exchange.blp,
     ):
         api.register_blueprint(module_blueprint)

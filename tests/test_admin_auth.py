@@ -18,6 +18,7 @@ EXAMPLES = {
     "integration": "sf",
     "secret_id": "whk_0123456789abcdef",
     "token_id": "sct_0123456789abcdef",
+    "subject": "00u1",
 }
 
 
@@ -35,7 +36,7 @@ def every_operation(flask_app) -> list[tuple[str, str]]:
 
 def test_the_admin_api_documents_all_its_operations(app):
     operations = every_operation(app)
-    assert len(operations) == 25
+    assert len(operations) == 30
     assert ("POST", "/admin/v1/tenants/acme/clients/broker/secret") in operations
 
 
