@@ -116,7 +116,11 @@ def signer(session: Session, keyring: Keyring, tenant: Tenant) -> Signer | None:
 def rotate(
     session: Session, keyring: Keyring, tenant: Tenant, lead: timedelta = PUBLISH_LEAD
 ) -> SigningKey:
-    """Publish a new key that signs after ``lead``; schedule the current ones' retirement."""
+    """Publish a new key that signs after ``lead``; schedule the current ones' retirement.
+    A tenant without a key gets its first one, which signs at once."""
+    if not published(session):
+        ensure_key(session, keyring, tenant)
+        return published(session)[0]
     activates_at = utcnow() + lead
     for key in published(session):
         if key.retires_at is None:
