@@ -20,13 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import audit, clients, mappings, oidc, signing, tenants, users
+from app import assertions, audit, clients, mappings, oidc, signing, tenants, users
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
 from app.models import Client, Grant, Integration, Tenant, User
 from app.oauth_errors import (
@@ -56,11 +57,20 @@ MAPPING_QUERY = "mapping_query"
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """How the client authenticated (RFC 6749 §2.3.1); ``method`` names it for the record."""
+    """How the client authenticated: a secret (RFC 6749 §2.3.1) or a signed assertion
+    (``private_key_jwt``, RFC 7523 §2.2); ``method`` names it."""
 
     client_id: str
     secret: str
     method: str
+    assertion: str = ""
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    client: Client
+    assertion_jti: str | None = None  # to be used once (RFC 7523 §3 item 7)
+    assertion_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -116,20 +126,31 @@ class _Decision:
     token: VerifiedToken
     request: UpstreamRequest
     cache_key: CacheKey
+    caller: AuthenticatedClient
     scopes: tuple[str, ...] = field(default_factory=tuple)
 
 
 # --- the steps ----------------------------------------------------------------------------
 
 
-def authenticate_client(session: Session, rt: Runtime, credentials: ClientCredentials) -> Client:
-    """RFC 6749 §2.3.1 client secret (basic or post), in the session's tenant only."""
+def authenticate_client(
+    session: Session, rt: Runtime, slug: str, credentials: ClientCredentials
+) -> AuthenticatedClient:
+    """The client, in the session's tenant only: by its secret (RFC 6749 §2.3.1, basic or
+    post) or by a ``private_key_jwt`` assertion signed with one of its registered keys
+    (``app.assertions``, RFC 7523). The assertion's ``jti`` is consumed with the outcome."""
+    if credentials.method == "private_key_jwt":
+        audiences = (issuer_of(rt, slug), issuer_of(rt, slug) + "/oauth/token")
+        verified = assertions.verify(
+            session, credentials.client_id, credentials.assertion, audiences
+        )
+        return AuthenticatedClient(verified.client, verified.jti, verified.expires_at)
     if not credentials.client_id or not credentials.secret:
         raise InvalidClient("client authentication failed")
     client = clients.authenticate(session, rt.keyring, credentials.client_id, credentials.secret)
     if client is None:
         raise InvalidClient("client authentication failed")
-    return client
+    return AuthenticatedClient(client)
 
 
 def validate_subject_token(
@@ -299,7 +320,9 @@ def _decide(
     request: ExchangeRequest,
     entry: audit.Entry,
 ) -> _Decision:
-    client = authenticate_client(session, rt, credentials)
+    caller = authenticate_client(session, rt, tenant.slug, credentials)
+    client = caller.client
+    entry.client_id = client.client_id
     if request.grant_type != GRANT_TYPE:
         raise UnsupportedGrantType("only token exchange (RFC 8693) is supported here")
     if not request.subject_token or not request.subject_token_type:
@@ -340,7 +363,7 @@ def _decide(
         integration.audience,
         " ".join(scopes),
     )
-    return _Decision(tenant.id, grant.id, token, upstream_request, key, scopes)
+    return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
 
 
 def _obtain(cache: TokenCache, decision: _Decision) -> tuple[UpstreamToken, bool]:
@@ -368,6 +391,7 @@ def _audit_success(rt: Runtime, slug: str, decision: _Decision, entry: audit.Ent
                 raise UnauthorizedClient("the client has no active grant for this integration")
             if oidc.is_session_revoked(session, decision.token):
                 raise InvalidRequest("subject_token refused: the session of this token has ended")
+            assertions.consume(session, tenant.id, decision.caller)
             audit.record(session, tenant.id, entry, audit.SUCCESS)
     except OAuthError:
         raise
@@ -410,7 +434,8 @@ def mapping(
         with rt.db.read() as session:
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
-            client = authenticate_client(session, rt, credentials)
+            caller = authenticate_client(session, rt, slug, credentials)
+            client = caller.client
             if not integration_name or not subject:
                 raise InvalidRequest("integration and subject are required")
             integration = session.scalars(
@@ -423,6 +448,7 @@ def mapping(
             upstream = mappings.upstream_subject(session, integration, user)
         with rt.db.transaction() as session:
             tenant = tenants.find(session, slug)
+            assertions.consume(session, tenant.id, caller)
             audit.record(session, tenant.id, entry, audit.SUCCESS)
         return MappingAnswer(integration_name, subject, upstream)
     except OAuthError as exc:

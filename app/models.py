@@ -388,3 +388,16 @@ class AuditEvent(TenantOwned, Base):
     error_code: Mapped[str] = mapped_column(String(50), default="")
     reason: Mapped[str] = mapped_column(String(500), default="")
     request_id: Mapped[str] = mapped_column(String(100), default="")
+
+
+class ClientAssertionUse(TenantOwned, Base):
+    """The ``jti`` of a ``private_key_jwt`` client assertion already used, kept until the
+    assertion expires so a replay is refused (RFC 7523 §3 item 7)."""
+
+    __tablename__ = "client_assertion_uses"
+    __table_args__ = (UniqueConstraint("tenant_id", "client_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

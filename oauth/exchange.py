@@ -19,7 +19,7 @@ from flask import Request, Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
-from app import exchange, runtime, signing, tenants, token_cache, tokens
+from app import assertions, exchange, runtime, signing, tenants, token_cache, tokens
 from app.errors import DomainError, NotFound, StoreUnavailable
 from app.oauth_errors import InvalidClient, InvalidRequest, OAuthError, TemporarilyUnavailable
 
@@ -36,6 +36,8 @@ SINGLE_PARAMETERS = (
     "requested_token_type",
     "client_id",
     "client_secret",
+    "client_assertion",
+    "client_assertion_type",
 )
 MAX_FORM_VALUES = 50
 
@@ -128,6 +130,14 @@ def credentials(req: Request, form: dict[str, list[str]] | None) -> exchange.Cli
     the attempt."""
     header = req.headers.get("Authorization")
     posted = form is not None and ("client_secret" in form or "client_id" in form)
+    if form is not None and ("client_assertion" in form or "client_assertion_type" in form):
+        if header is not None or "client_secret" in form:
+            raise InvalidRequest("use one client authentication method")
+        if _one(form, "client_assertion_type") != assertions.ASSERTION_TYPE:
+            raise InvalidRequest("unsupported client_assertion_type")
+        signed = _one(form, "client_assertion") or ""
+        claimed = _one(form, "client_id") or assertions.claimed_client(signed)
+        return exchange.ClientCredentials(claimed, "", "private_key_jwt", signed)
     if header is not None:
         if form is not None and "client_secret" in form:
             raise InvalidRequest("use one client authentication method")
@@ -226,6 +236,8 @@ _TOKEN_FORM = {
         "actor_token_type": {"type": "string"},
         "client_id": {"type": "string", "description": "client_secret_post"},
         "client_secret": {"type": "string", "description": "client_secret_post"},
+        "client_assertion_type": {"type": "string", "example": assertions.ASSERTION_TYPE},
+        "client_assertion": {"type": "string", "description": "private_key_jwt (RFC 7523)"},
     },
 }
 _TOKEN_RESPONSE = {
@@ -267,8 +279,8 @@ class Token(MethodView):
 
         The data broker presents the user's identity-provider access token (`subject_token`)
         and names an integration (`audience` or `resource`); idbridge answers a user-scoped
-        upstream token or a final reason why not. Client authentication: client_secret_basic
-        or client_secret_post. Every outcome is audited.
+        upstream token or a final reason why not. Client authentication: client_secret_basic,
+        client_secret_post or private_key_jwt (RFC 7523). Every outcome is audited.
         """
         form = _form(request)
         creds = credentials(request, form)
@@ -421,7 +433,12 @@ def _metadata(slug: str, openid: bool) -> dict[str, Any]:
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/jwks.json",
         "grant_types_supported": [exchange.GRANT_TYPE],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
         "response_types_supported": [],
         "scopes_supported": [],
     }

@@ -704,3 +704,106 @@ def test_keys_are_sealed_per_tenant_and_rotation_publishes_before_signing(acme, 
     )
     token = remember_secret(response.get_json()["access_token"])
     assert jwt.get_unverified_header(token)["kid"] == first_kid  # ... before it signs
+
+
+# --- private_key_jwt (RFC 7523) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def keyed(acme) -> Any:
+    """A client ``keyed`` that authenticates with private_key_jwt, granted Snowflake."""
+    from tests.idp import new_key
+
+    key = new_key("ES256")
+    rt = runtime.of(acme.app)
+    with rt.db.transaction() as session:
+        tenant = tenants.find(session, "acme")
+        client, generated = clients.create(
+            session,
+            rt.keyring,
+            tenant,
+            ClientSchema().load(
+                {
+                    "client_id": "keyed",
+                    "audiences": ["snowflake-prod"],
+                    "scopes": ["analyst"],
+                    "jwks": {"keys": [key.public_jwk()]},
+                }
+            ),
+        )
+        assert generated is None
+        integrations.grant(session, client, integrations.find(session, "snowflake-prod"))
+    return key
+
+
+def assertion(key: Any, audience: str, **overrides: Any) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "keyed",
+        "sub": "keyed",
+        "aud": audience,
+        "iat": now,
+        "exp": now + 120,
+        "jti": f"jti-{time.monotonic_ns()}",
+    } | overrides
+    signing_key = overrides.pop("_key", key)
+    return remember_secret(
+        jwt.encode(
+            {k: v for k, v in claims.items() if k != "_key"},
+            signing_key.private,
+            algorithm=signing_key.algorithm,
+            headers={"kid": signing_key.kid},
+        )
+    )
+
+
+def with_assertion(form: dict[str, Any], signed: str) -> dict[str, Any]:
+    return form | {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": signed,
+    }
+
+
+def test_private_key_jwt_authenticates_once_per_assertion(acme, idp, keyed, admin_headers):
+    endpoint = f"{acme.url}/t/acme/oauth/token"
+    signed = assertion(keyed, endpoint)
+    form = with_assertion(exchange_form(idp.access_token("00u1")), signed)
+    first = acme.client.post("/t/acme/oauth/token", data=form)
+    assert first.status_code == 200, first.get_json()
+    replay = acme.client.post("/t/acme/oauth/token", data=form)
+    assert replay.status_code == 401
+    assert replay.get_json()["error"] == "invalid_client"
+    assert "used before" in replay.get_json()["error_description"]
+    issuer_aud = with_assertion(
+        exchange_form(idp.access_token("00u1")), assertion(keyed, f"{acme.url}/t/acme")
+    )
+    assert acme.client.post("/t/acme/oauth/token", data=issuer_aud).status_code == 200
+    events = audit_events(acme.client, admin_headers, client="keyed")
+    assert [e["outcome"] for e in events] == ["success", "failure", "success"]
+
+
+def test_private_key_jwt_refuses_bad_assertions(acme, idp, keyed):
+    from tests.idp import new_key
+
+    endpoint = f"{acme.url}/t/acme/oauth/token"
+    stranger = new_key("ES256")
+    stranger.kid = keyed.kid
+    bad = {
+        "other-audience": assertion(keyed, "https://elsewhere.example/token"),
+        "expired": assertion(keyed, endpoint, exp=int(time.time()) - 600),
+        "too-long": assertion(keyed, endpoint, exp=int(time.time()) + 86400),
+        "no-jti": assertion(keyed, endpoint, jti=None),
+        "other-sub": assertion(keyed, endpoint, sub="broker"),
+        "other-key": assertion(keyed, endpoint, _key=stranger),
+        "hs256": remember_secret(
+            jwt.encode({"iss": "keyed", "sub": "keyed", "aud": endpoint}, "k" * 32, "HS256")
+        ),
+    }
+    for name, signed in bad.items():
+        form = with_assertion(exchange_form(idp.access_token("00u1")), signed)
+        response = acme.client.post("/t/acme/oauth/token", data=form)
+        assert response.status_code == 401, name
+        assert response.get_json()["error"] == "invalid_client", name
+    both = with_assertion(exchange_form(idp.access_token("00u1")), assertion(keyed, endpoint))
+    mixed = acme.client.post("/t/acme/oauth/token", data=both, headers=basic())
+    assert mixed.status_code == 400

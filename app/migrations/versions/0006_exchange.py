@@ -16,6 +16,39 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "client_assertion_uses",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_id", sa.String(length=200), nullable=False),
+        sa.Column("jti", sa.String(length=255), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_client_assertion_uses_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_client_assertion_uses")),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "client_id",
+            "jti",
+            name=op.f("uq_client_assertion_uses_tenant_id_client_id_jti"),
+        ),
+    )
+    op.create_index(
+        op.f("ix_client_assertion_uses_expires_at"),
+        "client_assertion_uses",
+        ["expires_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_client_assertion_uses_tenant_id"),
+        "client_assertion_uses",
+        ["tenant_id"],
+        unique=False,
+    )
+    op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
@@ -108,6 +141,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_client_assertion_uses_tenant_id"), table_name="client_assertion_uses")
+    op.drop_index(op.f("ix_client_assertion_uses_expires_at"), table_name="client_assertion_uses")
+    op.drop_table("client_assertion_uses")
     with op.batch_alter_table("upstream_mappings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_upstream_mappings_tenant_id"))
         batch_op.drop_index(batch_op.f("ix_upstream_mappings_integration_pk"))
