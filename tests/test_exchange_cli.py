@@ -114,3 +114,21 @@ def test_audit_prints_events_newest_first(app, env):
         main, ["audit", "--tenant", "acme", "--outcome", "failure"], env=env
     )
     assert [json.loads(line)["user"] for line in failures.stdout.splitlines()] == ["00u2"]
+
+
+def test_the_scheduled_job_rotates_due_keys_once(app, env, settings):
+    from datetime import timedelta
+
+    from app import key_rotation
+
+    assert key_rotation.rotate_due_keys(settings) == []  # no key yet: nothing to rotate
+    rt = runtime.of(app)
+    with rt.db.transaction() as session:
+        signing.ensure_key(session, rt.keyring, tenants.find(session, "acme"))
+    assert key_rotation.rotate_due_keys(settings) == []  # young key
+    assert key_rotation.rotate_due_keys(settings, max_age=timedelta(0)) == ["acme"]
+    # the next key is waiting to activate: no second rotation
+    assert key_rotation.rotate_due_keys(settings, max_age=timedelta(0)) == []
+    with rt.db.read() as session:
+        tenants.find(session, "acme")
+        assert len(signing.published(session)) == 2
