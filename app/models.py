@@ -401,3 +401,15 @@ class ClientAssertionUse(TenantOwned, Base):
     client_id: Mapped[str] = mapped_column(String(200))
     jti: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class IssuedTokenRevocation(TenantOwned, Base):
+    """A token idbridge issued and a client revoked (RFC 7009), by ``jti``, kept until the
+    token expires; introspection (RFC 7662) answers ``active: false`` for it."""
+
+    __tablename__ = "issued_token_revocations"
+    __table_args__ = (UniqueConstraint("tenant_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -89,6 +89,14 @@ class TokenCache:
                 del self._entries[key]
             return len(doomed)
 
+    def purge_token(self, access_token: str) -> int:
+        """Drop the entry holding this token (RFC 7009 revocation)."""
+        with self._lock:
+            doomed = [k for k, (t, _) in self._entries.items() if t.access_token == access_token]
+            for key in doomed:
+                del self._entries[key]
+            return len(doomed)
+
     def purge_user(self, tenant_id: int, subject: str) -> int:
         return self.purge(lambda key: key.tenant_id == tenant_id and key.subject == subject)
 

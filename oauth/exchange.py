@@ -19,7 +19,7 @@ from flask import Request, Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
-from app import assertions, exchange, runtime, signing, tenants, token_cache, tokens
+from app import assertions, exchange, issued, runtime, signing, tenants, token_cache, tokens
 from app.errors import DomainError, NotFound, StoreUnavailable
 from app.oauth_errors import InvalidClient, InvalidRequest, OAuthError, TemporarilyUnavailable
 
@@ -432,6 +432,8 @@ def _metadata(slug: str, openid: bool) -> dict[str, Any]:
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/jwks.json",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
         "grant_types_supported": [exchange.GRANT_TYPE],
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
@@ -489,3 +491,93 @@ class OpenIdConfiguration(MethodView):
     def get(self, tenant: str) -> Response:
         """OpenID provider metadata"""
         return _json(_metadata(tenant, openid=True), headers=_PUBLIC)
+
+
+_TOKEN_PARAMETER_FORM = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "token": {"type": "string"},
+                    "token_type_hint": {"type": "string"},
+                    "client_id": {"type": "string"},
+                    "client_secret": {"type": "string"},
+                    "client_assertion_type": {"type": "string"},
+                    "client_assertion": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+
+
+def _token_parameter(form: dict[str, list[str]]) -> str:
+    if len(form.get("token", [])) != 1 or len(form.get("token_type_hint", [])) > 1:
+        raise InvalidRequest("one token parameter is required")
+    return form["token"][0]
+
+
+@blp.route("/<slug:tenant>/oauth/introspect")
+class Introspect(MethodView):
+    @blp.doc(
+        security=[{CLIENT_AUTH_SCHEME: []}, {}],
+        requestBody=_TOKEN_PARAMETER_FORM,
+        responses={
+            "200": {
+                "description": "RFC 7662 §2.2: `active` and, when true, the token's claims.",
+                "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["active"],
+                            "properties": {"active": {"type": "boolean"}},
+                        }
+                    }
+                },
+            },
+            **_errors(400, 401, 404, 503),
+        },
+    )
+    @_renders
+    def post(self, tenant: str) -> Response:
+        """Token introspection (RFC 7662)
+
+        For a token idbridge issued to the calling client: its claims with `active: true`;
+        for anything else (unknown, expired, revoked, another client's) `active: false`.
+        """
+        form = _form(request)
+        token = _token_parameter(form)
+        answer = issued.introspect(runtime.current(), tenant, credentials(request, form), token)
+        return _json(answer)
+
+
+@blp.route("/<slug:tenant>/oauth/revoke")
+class Revoke(MethodView):
+    @blp.doc(
+        security=[{CLIENT_AUTH_SCHEME: []}, {}],
+        requestBody=_TOKEN_PARAMETER_FORM,
+        responses={
+            "200": {
+                "description": "RFC 7009 §2.2: revoked, or not a token of this client (nothing "
+                "to do).",
+                "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
+            },
+            **_errors(400, 401, 404, 503),
+        },
+    )
+    @_renders
+    def post(self, tenant: str) -> Response:
+        """Token revocation (RFC 7009)
+
+        Revokes a token idbridge issued to the calling client: introspection answers
+        `active: false` for it from now on and it leaves the cache.
+        """
+        form = _form(request)
+        token = _token_parameter(form)
+        issued.revoke(
+            runtime.current(), tenant, credentials(request, form), token, token_cache.of_current()
+        )
+        return Response(status=200, headers=NO_STORE)

@@ -807,3 +807,53 @@ def test_private_key_jwt_refuses_bad_assertions(acme, idp, keyed):
     both = with_assertion(exchange_form(idp.access_token("00u1")), assertion(keyed, endpoint))
     mixed = acme.client.post("/t/acme/oauth/token", data=both, headers=basic())
     assert mixed.status_code == 400
+
+
+# --- RFC 7662 introspection and RFC 7009 revocation -----------------------------------------
+
+
+def test_introspection_and_revocation_of_issued_tokens(acme, idp):
+    form = exchange_form(idp.access_token("00u1"), audience="lake", scope="read")
+    issued = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
+    token = remember_secret(issued.get_json()["access_token"])
+
+    active = acme.client.post("/t/acme/oauth/introspect", data={"token": token}, headers=basic())
+    assert active.status_code == 200
+    assert active.headers["Cache-Control"] == "no-store"
+    body = active.get_json()
+    assert body["active"] is True
+    assert (body["sub"], body["client_id"], body["scope"]) == ("user:00u1", "broker", "read")
+
+    for token_value, headers in (
+        (token, basic("other", OTHER_SECRET)),  # not the client it was issued to
+        ("not-a-token", basic()),
+        (idp.access_token("00u1"), basic()),  # the IdP's, not idbridge's
+    ):
+        answer = acme.client.post(
+            "/t/acme/oauth/introspect", data={"token": token_value}, headers=headers
+        )
+        assert answer.get_json() == {"active": False}
+    assert acme.client.post("/t/acme/oauth/introspect", data={"token": token}).status_code == 401
+
+    # another client's revocation changes nothing; the owner's does
+    other = acme.client.post(
+        "/t/acme/oauth/revoke", data={"token": token}, headers=basic("other", OTHER_SECRET)
+    )
+    assert other.status_code == 200
+    assert acme.client.post(
+        "/t/acme/oauth/introspect", data={"token": token}, headers=basic()
+    ).get_json()["active"]
+    revoked = acme.client.post("/t/acme/oauth/revoke", data={"token": token}, headers=basic())
+    assert revoked.status_code == 200
+    assert revoked.headers["Cache-Control"] == "no-store"
+    assert acme.client.post(
+        "/t/acme/oauth/introspect", data={"token": token}, headers=basic()
+    ).get_json() == {"active": False}
+    assert (
+        acme.client.post("/t/acme/oauth/revoke", data={"token": token}, headers=basic()).status_code
+        == 200
+    )
+    fresh = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
+    assert fresh.get_json()["access_token"] != token  # the revoked token left the cache
+    missing = acme.client.post("/t/acme/oauth/revoke", data={}, headers=basic())
+    assert (missing.status_code, missing.get_json()["error"]) == (400, "invalid_request")

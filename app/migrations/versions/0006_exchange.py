@@ -16,6 +16,35 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "issued_token_revocations",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("jti", sa.String(length=255), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_issued_token_revocations_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_issued_token_revocations")),
+        sa.UniqueConstraint(
+            "tenant_id", "jti", name=op.f("uq_issued_token_revocations_tenant_id_jti")
+        ),
+    )
+    op.create_index(
+        op.f("ix_issued_token_revocations_expires_at"),
+        "issued_token_revocations",
+        ["expires_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_issued_token_revocations_tenant_id"),
+        "issued_token_revocations",
+        ["tenant_id"],
+        unique=False,
+    )
+    op.create_table(
         "client_assertion_uses",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("client_id", sa.String(length=200), nullable=False),
@@ -141,6 +170,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_issued_token_revocations_tenant_id"), table_name="issued_token_revocations"
+    )
+    op.drop_index(
+        op.f("ix_issued_token_revocations_expires_at"), table_name="issued_token_revocations"
+    )
+    op.drop_table("issued_token_revocations")
     op.drop_index(op.f("ix_client_assertion_uses_tenant_id"), table_name="client_assertion_uses")
     op.drop_index(op.f("ix_client_assertion_uses_expires_at"), table_name="client_assertion_uses")
     op.drop_table("client_assertion_uses")
