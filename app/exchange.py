@@ -178,6 +178,52 @@ def validate_subject_token(
     return verified
 
 
+MAX_ACT_DEPTH = 5
+
+
+def validate_actor(
+    session: Session,
+    tenant: Tenant,
+    validator: TokenValidator,
+    client: Client,
+    subject: VerifiedToken,
+    request: ExchangeRequest,
+) -> tuple[str, ...]:
+    """Delegation (RFC 8693 §1.1): the actor chain, oldest first, ending with the client.
+
+    The client must be allowed to delegate (``may_delegate``); the actor token is an access
+    token of the tenant's issuer that names the authenticated client (``client_id``, else
+    ``azp``, else the subject claim): an actor is never someone else. A ``may_act`` claim in
+    the subject token (§4.4) must name that actor. Earlier actors come from the subject
+    token's ``act`` (§4.1), kept in the issued token and never used for a decision.
+    """
+    if not client.may_delegate:
+        raise InvalidRequest("this client may not act for users (delegation is not allowed)")
+    if not request.actor_token or request.actor_token_type not in SUBJECT_TOKEN_TYPES:
+        raise InvalidRequest("actor_token needs a supported actor_token_type")
+    try:
+        issuer = oidc.TrustedIssuer.of(tenant.identity_provider)
+        actor_token = validator.access_token(issuer, request.actor_token)
+    except InvalidToken as exc:
+        raise InvalidRequest(f"actor_token refused: {exc.message}") from None
+    except KeysUnavailable as exc:
+        raise TemporarilyUnavailable(exc.message) from None
+    claims = actor_token.claims
+    actor = claims.get("client_id") or claims.get("azp") or actor_token.subject
+    if actor != client.client_id:
+        raise InvalidRequest("the actor token is not the authenticated client's")
+    may_act = subject.claims.get("may_act")
+    if may_act is not None and (not isinstance(may_act, dict) or may_act.get("sub") != actor):
+        raise InvalidRequest("the subject token's may_act does not allow this actor")
+    earlier: list[str] = []
+    act = subject.claims.get("act")
+    while isinstance(act, dict) and len(earlier) < MAX_ACT_DEPTH:
+        if isinstance(act.get("sub"), str):
+            earlier.append(act["sub"][:255])
+        act = act.get("act")
+    return (*reversed(earlier), client.client_id)
+
+
 def find_integration(
     session: Session, audiences: Sequence[str], resources: Sequence[str]
 ) -> Integration:
@@ -329,12 +375,14 @@ def _decide(
         raise InvalidRequest("subject_token and subject_token_type are required")
     if request.requested_token_type not in (None, *REQUESTABLE_TOKEN_TYPES):
         raise InvalidRequest("unsupported requested_token_type")
-    if request.actor_token is not None or request.actor_token_type is not None:
-        raise InvalidRequest("actor tokens (delegation) are not accepted")
     token = validate_subject_token(
         session, tenant, validator, request.subject_token, request.subject_token_type
     )
     entry.subject = token.subject
+    actors: tuple[str, ...] = ()
+    if request.actor_token is not None or request.actor_token_type is not None:
+        actors = validate_actor(session, tenant, validator, client, token, request)
+        entry.actors = list(actors)
     integration = find_integration(session, request.audiences, request.resources)
     entry.integration = integration.name
     grant, scopes = authorise(session, client, integration, request.scope)
@@ -354,6 +402,7 @@ def _decide(
         upstream_subject=upstream_subject,
         upstream_scopes=upstream_scopes,
         signer=signer,
+        actors=actors,
     )
     key = CacheKey(
         tenant.id,
@@ -362,6 +411,7 @@ def _decide(
         integration.name,
         integration.audience,
         " ".join(scopes),
+        " ".join(actors),
     )
     return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
 

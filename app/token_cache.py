@@ -38,6 +38,7 @@ class CacheKey(NamedTuple):
     integration: str
     audience: str
     scope: str
+    actors: str = ""  # the delegation chain: a delegated token differs by its ``act``
 
 
 class TokenCache:

@@ -857,3 +857,62 @@ def test_introspection_and_revocation_of_issued_tokens(acme, idp):
     assert fresh.get_json()["access_token"] != token  # the revoked token left the cache
     missing = acme.client.post("/t/acme/oauth/revoke", data={}, headers=basic())
     assert (missing.status_code, missing.get_json()["error"]) == (400, "invalid_request")
+
+
+# --- delegation (RFC 8693 §1.1, §4.1, §4.4) -------------------------------------------------
+
+
+def allow_delegation(flask_app: Flask) -> None:
+    with runtime.of(flask_app).db.transaction() as session:
+        tenants.find(session, "acme")
+        clients.find(session, "broker").may_delegate = True
+
+
+def test_a_client_without_the_right_cannot_delegate_and_it_is_audited(acme, idp, admin_headers):
+    form = exchange_form(
+        idp.access_token("00u1"),
+        actor_token=idp.access_token("svc", client_id="broker"),
+        actor_token_type=ACCESS,
+    )
+    response = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
+    event = audit_events(acme.client, admin_headers)[0]
+    assert event["outcome"] == "failure"
+    assert "delegation is not allowed" in event["reason"]
+
+
+def test_the_issued_act_is_the_real_actor_with_earlier_actors_kept(acme, idp, admin_headers):
+    allow_delegation(acme.app)
+    subject = idp.access_token("00u1", may_act={"sub": "broker"}, act={"sub": "earlier-svc"})
+    form = exchange_form(
+        subject,
+        audience="lake",
+        scope="read",
+        actor_token=idp.access_token("svc-account", client_id="broker"),
+        actor_token_type=ACCESS,
+    )
+    response = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
+    assert response.status_code == 200, response.get_json()
+    claims = jwt.decode(
+        remember_secret(response.get_json()["access_token"]), options={"verify_signature": False}
+    )
+    assert claims["act"] == {"sub": "broker", "act": {"sub": "earlier-svc"}}
+    assert audit_events(acme.client, admin_headers)[0]["actors"] == ["earlier-svc", "broker"]
+
+
+@pytest.mark.parametrize(
+    "case", ["actor-is-another-client", "may-act-excludes", "actor-token-untrusted"]
+)
+def test_an_actor_that_is_not_the_client_is_refused(acme, idp, case):
+    allow_delegation(acme.app)
+    subject = idp.access_token("00u1")
+    actor = idp.access_token("svc", client_id="broker")
+    if case == "actor-is-another-client":
+        actor = idp.access_token("svc", client_id="other")
+    elif case == "may-act-excludes":
+        subject = idp.access_token("00u1", may_act={"sub": "someone-else"})
+    else:
+        actor = _other_issuer_token()
+    form = exchange_form(subject, actor_token=actor, actor_token_type=ACCESS)
+    response = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
