@@ -173,6 +173,8 @@ def validate_subject_token(
         raise InvalidRequest(f"subject_token refused: {exc.message}") from None
     except KeysUnavailable as exc:
         raise TemporarilyUnavailable(exc.message) from None
+    if "\x00" in verified.subject + (verified.session_id or ""):
+        raise InvalidRequest("subject_token refused: its subject is malformed")
     if oidc.is_session_revoked(session, verified):
         raise InvalidRequest("subject_token refused: the session of this token has ended")
     return verified

@@ -916,3 +916,10 @@ def test_an_actor_that_is_not_the_client_is_refused(acme, idp, case):
     form = exchange_form(subject, actor_token=actor, actor_token_type=ACCESS)
     response = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
     assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
+
+
+def test_a_subject_with_a_nul_character_is_refused_not_a_server_error(acme, idp):
+    response = acme.client.post(
+        "/t/acme/oauth/token", data=exchange_form(idp.access_token("00u\x001")), headers=basic()
+    )
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
