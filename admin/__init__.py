@@ -17,7 +17,16 @@ from app import schemas as rules
 
 def init_app(flask_app: Flask) -> None:
     """Register the admin blueprints on the app's ``Api`` (``app.api.init_app`` runs first)."""
-    from admin import clients, common, credentials, grants, integrations, schemas, tenants
+    from admin import (
+        clients,
+        common,
+        credentials,
+        exchange,
+        grants,
+        integrations,
+        schemas,
+        tenants,
+    )
     from admin import users as user_routes
 
     api = openapi.of(flask_app)
@@ -38,5 +47,6 @@ def init_app(flask_app: Flask) -> None:
         credentials.webhook_blp,
         credentials.scim_blp,
         user_routes.blp,
+        exchange.blp,
     ):
         api.register_blueprint(module_blueprint)

@@ -74,3 +74,155 @@ def demo(host: str, port: int) -> None:
     from app import demo as demo_module
 
     demo_module.run(host, port)
+
+
+def _database(settings: Settings) -> Any:
+    from app import server
+
+    return server.migrated_database(settings)
+
+
+@main.group()
+def keys() -> None:
+    """A tenant's signing keys (the tokens idbridge issues)."""
+
+
+@keys.command("rotate")
+@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
+def keys_rotate(slug: str) -> None:
+    """Publish a new signing key now; it signs after an hour, when every verifier has seen it.
+    The current key stays published until the last token it can sign has expired."""
+    from app import signing, tenants
+    from app.crypto import Keyring
+    from app.errors import DomainError
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        with db.transaction() as session:
+            key = signing.rotate(session, Keyring(settings.secret_key), tenants.find(session, slug))
+            kid, activates_at = key.kid, key.activates_at
+    except DomainError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+    click.echo(f"tenant {slug}: key {kid} published, signs from {activates_at.isoformat()}")
+
+
+@main.command("audit")
+@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
+@click.option("--since", type=click.DateTime(), help="Events at or after (UTC).")
+@click.option("--until", type=click.DateTime(), help="Events before (UTC).")
+@click.option("--client", help="Only this client_id.")
+@click.option("--user", help="Only this User id.")
+@click.option("--integration", help="Only this integration.")
+@click.option("--outcome", type=click.Choice(["success", "failure"]))
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
+def audit_command(slug: str, limit: int, **filters: Any) -> None:
+    """Print the tenant's audit events, newest first, one JSON object a line."""
+    import json
+    from datetime import UTC
+
+    from app import audit, tenants
+    from app.errors import DomainError
+
+    settings = _settings()
+    db = _database(settings)
+    try:
+        with db.read() as session:
+            tenants.find(session, slug)
+            rows = audit.query(
+                session,
+                limit=limit,
+                since=filters["since"] and filters["since"].replace(tzinfo=UTC),
+                until=filters["until"] and filters["until"].replace(tzinfo=UTC),
+                client_id=filters["client"],
+                subject=filters["user"],
+                integration=filters["integration"],
+                outcome=filters["outcome"],
+            )
+            lines = [
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "at": row.at.isoformat(),
+                        "action": row.action,
+                        "client_id": row.client_id,
+                        "actors": row.actors,
+                        "user": row.subject,
+                        "integration": row.integration,
+                        "audience": row.audience,
+                        "scope": row.scope,
+                        "outcome": row.outcome,
+                        "error_code": row.error_code,
+                        "reason": row.reason,
+                        "request_id": row.request_id,
+                    }
+                )
+                for row in rows
+            ]
+    except DomainError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+    for line in lines:
+        click.echo(line)
+
+
+@main.group()
+def mappings() -> None:
+    """Upstream identity mappings of an integration."""
+
+
+@mappings.command("import")
+@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
+@click.option("--integration", "name", required=True, help="The integration's name.")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def mappings_import(slug: str, name: str, path: Path) -> None:
+    """Import a CSV with the columns `subject,upstream_subject` in one transaction.
+
+    Rows that cannot be stored are listed with their line and reason, and skipped; a file
+    without those columns imports nothing.
+    """
+    import csv
+
+    from app import integrations, tenants
+    from app import mappings as mapping_service
+    from app.errors import DomainError
+
+    settings = _settings()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        total = max(0, sum(1 for _ in handle) - 1)
+    db = _database(settings)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not {"subject", "upstream_subject"} <= set(reader.fieldnames or []):
+                click.echo("error: the CSV needs the columns subject,upstream_subject", err=True)
+                sys.exit(1)
+            with (
+                db.transaction() as session,
+                click.progressbar(length=total, label="importing", file=sys.stderr) as bar,
+            ):
+                tenants.find(session, slug)
+                integration = integrations.find(session, name)
+                report = mapping_service.import_rows(
+                    session,
+                    integration,
+                    ((reader.line_num, row) for row in reader),
+                    progress=bar.update,
+                )
+    except (DomainError, csv.Error, UnicodeDecodeError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.echo("nothing was imported", err=True)
+        sys.exit(1)
+    finally:
+        db.dispose()
+    for line, why in report.rejected:
+        click.echo(f"line {line}: rejected: {why}")
+    click.echo(
+        f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{len(report.rejected)} rejected"
+    )

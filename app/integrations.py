@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+from app import token_cache
 from app.crypto import Keyring
 from app.errors import Conflict
 from app.models import Client, Grant, Integration, Tenant, utcnow
@@ -104,7 +105,14 @@ def grant(session: Session, client: Client, integration: Integration) -> tuple[G
 
 
 def revoke(grant_row: Grant) -> bool:
+    """Revoke the grant; its cached upstream tokens are purged now and again at commit, so
+    the next exchange on any instance is refused and nothing cached outlives the grant."""
     if grant_row.revoked_at is not None:
         return False
     grant_row.revoked_at = utcnow()
+    session = object_session(grant_row)
+    if session is not None:
+        token_cache.purge_grant_on(
+            session, grant_row.tenant_id, grant_row.client.client_id, grant_row.integration.name
+        )
     return True

@@ -427,3 +427,95 @@ class GroupMember(TenantOwned, Base):
     group_pk: Mapped[int] = mapped_column(Integer, index=True)
     user_pk: Mapped[int] = mapped_column(Integer, index=True)
     display: Mapped[str | None] = mapped_column(String(255))  # as the IdP sent it
+
+
+class SigningKey(TenantOwned, Base):
+    """A tenant's key for the tokens idbridge issues (DOMAIN.md: SigningKey).
+
+    The private key is sealed (``app.crypto``, bound to the tenant and ``kid``). A key is
+    published in the tenant's JWKS from ``created_at``, signs from ``activates_at`` (later than
+    ``created_at`` after a rotation, so verifiers see it before any token it signed), and stays
+    published until ``retires_at``, when every token it signed has expired.
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "kid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(10))
+    private_sealed: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activates_at: Mapped[datetime] = mapped_column()
+    retires_at: Mapped[datetime | None] = mapped_column()
+
+
+class UpstreamMapping(TenantOwned, Timestamps, Base):
+    """(user, integration) -> upstream subject (DOMAIN.md: Mapping); absence is
+    ``user_not_provisioned`` when the integration maps from the table."""
+
+    __tablename__ = "upstream_mappings"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "integration_pk", "subject"),
+        ForeignKeyConstraint(
+            ["tenant_id", "integration_pk"],
+            ["integrations.tenant_id", "integrations.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_pk: Mapped[int] = mapped_column(Integer, index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    upstream_subject: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(20), default="api")
+
+
+class AuditEvent(TenantOwned, Base):
+    """One decision of the token endpoint or the mapping query (DOMAIN.md: AuditEvent).
+
+    Append-only: nothing updates or deletes a row. Never holds a token or a secret.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant_id_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(40))
+    client_id: Mapped[str] = mapped_column(String(200), default="")
+    actors: Mapped[list[str]] = mapped_column(default=list)
+    subject: Mapped[str] = mapped_column(String(255), default="")
+    integration: Mapped[str] = mapped_column(String(100), default="")
+    audience: Mapped[str] = mapped_column(String(2000), default="")
+    scope: Mapped[str] = mapped_column(String(2000), default="")
+    outcome: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str] = mapped_column(String(50), default="")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    request_id: Mapped[str] = mapped_column(String(100), default="")
+
+
+class ClientAssertionUse(TenantOwned, Base):
+    """The ``jti`` of a ``private_key_jwt`` client assertion already used, kept until the
+    assertion expires so a replay is refused (RFC 7523 §3 item 7)."""
+
+    __tablename__ = "client_assertion_uses"
+    __table_args__ = (UniqueConstraint("tenant_id", "client_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class IssuedTokenRevocation(TenantOwned, Base):
+    """A token idbridge issued and a client revoked (RFC 7009), by ``jti``, kept until the
+    token expires; introspection (RFC 7662) answers ``active: false`` for it."""
+
+    __tablename__ = "issued_token_revocations"
+    __table_args__ = (UniqueConstraint("tenant_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -3,7 +3,7 @@
 The one hook every path that ends a user's access goes through: logout, back-channel logout,
 SCIM deactivation and deletion, an operator block, a webhook delete. Token validation (userinfo
 now, token exchange later) asks ``is_revoked`` on every token. Whatever else must be dropped
-when a user's access ends (cached upstream tokens, once token exchange exists) is dropped
+when a user's access ends (the user's cached upstream tokens, ``app.token_cache``) is dropped
 inside ``revoke``, so no caller can forget it.
 """
 
@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from app import tenancy, token_cache
 from app.models import SessionRevocation, utcnow
 
 ALL_SESSIONS = ""
@@ -40,6 +41,9 @@ def revoke(
     elif row.not_before < at:
         row.not_before, row.reason = at, reason
     session.flush()
+    tenant_id = session.info.get(tenancy.TENANT_KEY)
+    if tenant_id is not None:
+        token_cache.purge_user_on(session, tenant_id, subject)
     return at
 
 

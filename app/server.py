@@ -77,8 +77,23 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # prometheus-client picks its value store when first imported; pick again now that the
     # multiprocess folder is set, before any worker creates a metric.
     prometheus_values.ValueClass = prometheus_values.get_value_class()
+    jobs: list[Any] = []
+
+    def start_jobs(_arbiter: Any) -> None:
+        from app import key_rotation
+
+        jobs.append(key_rotation.start(settings))  # in the master: one per instance
+
+    def stop_jobs(_arbiter: Any) -> None:
+        for scheduler in jobs:
+            scheduler.shutdown(wait=False)
+
+    options = gunicorn_options(host, port, workers) | {
+        "when_ready": start_jobs,
+        "on_exit": stop_jobs,
+    }
     try:
-        _Gunicorn(settings, gunicorn_options(host, port, workers)).run()
+        _Gunicorn(settings, options).run()
     finally:
         if own_metrics_dir:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from app.models import Tenant, TenantOwned
 
 _TENANT = "idbridge.tenant_id"
+TENANT_KEY = _TENANT  # where ``session.info`` keeps the scoped tenant's id
 _CROSS = "idbridge.cross_tenant"
 
 

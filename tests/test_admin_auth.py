@@ -19,6 +19,7 @@ EXAMPLES = {
     "secret_id": "whk_0123456789abcdef",
     "token_id": "sct_0123456789abcdef",
     "user_id": "00u1",
+    "subject": "00u1",
 }
 
 
@@ -36,7 +37,7 @@ def every_operation(flask_app) -> list[tuple[str, str]]:
 
 def test_the_admin_api_documents_all_its_operations(app):
     operations = every_operation(app)
-    assert len(operations) == 27
+    assert len(operations) == 32
     assert ("POST", "/admin/v1/tenants/acme/clients/broker/secret") in operations
 
 

@@ -1,0 +1,138 @@
+"""``private_key_jwt`` client authentication (RFC 7523 §2.2 and §3; OIDC Core §9).
+
+The client signs a JWT with a private key whose public half it registered (``Client.jwks``):
+``iss`` and ``sub`` are its ``client_id``, ``aud`` names this tenant's issuer or token
+endpoint, ``exp`` is required and at most ``MAX_LIFETIME`` ahead, ``jti`` is required and used
+once: it is kept (``ClientAssertionUse``) until the assertion expires, and a second use is
+refused (§3 item 7). Only asymmetric algorithms are accepted (RFC 8725 §3.1-3.2); keys are
+read with ``app.tokens.parse_jwks``, so unusable or weak keys are ignored the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.models import Client, ClientAssertionUse, utcnow
+from app.oauth_errors import InvalidClient
+from app.tokens import KEY_TYPES, LEEWAY, parse_jwks
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_LIFETIME = 600  # seconds an assertion may live from now (bounds the jti store)
+MAX_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    client: Client
+    jti: str
+    expires_at: datetime
+
+
+def claimed_client(assertion: str) -> str:
+    """The ``iss`` an assertion claims, unverified: only to name the caller in the audit log
+    before ``verify`` proves it."""
+    try:
+        issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return ""
+    return issuer[:200] if isinstance(issuer, str) and "\x00" not in issuer else ""
+
+
+def _refuse(why: str) -> InvalidClient:
+    return InvalidClient(f"client assertion refused: {why}")
+
+
+def verify(
+    session: Session, client_id: str, assertion: str, audiences: tuple[str, ...]
+) -> VerifiedAssertion:
+    """The client the assertion authenticates; ``InvalidClient`` with the reason otherwise."""
+    if not assertion or len(assertion) > MAX_LENGTH or assertion.count(".") != 2:
+        raise _refuse("not a signed JWT")
+    try:
+        header = jwt.get_unverified_header(assertion)
+        unverified = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise _refuse("not a signed JWT") from None
+    issuer = unverified.get("iss")
+    if not isinstance(issuer, str) or not issuer or (client_id and issuer != client_id):
+        raise _refuse("iss must be the client_id")
+    client = session.scalars(select(Client).where(Client.client_id == issuer)).first()
+    if client is None or not client.jwks:
+        raise _refuse("the client has no registered keys")
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in KEY_TYPES:
+        raise _refuse("the algorithm is not allowed")
+    kid = header.get("kid")
+    keys = [
+        key.key
+        for key in parse_jwks(client.jwks)
+        if (kid is None or key.kid == kid) and key.fits(algorithm)
+    ]
+    claims = _decode(assertion, keys, algorithm, audiences)
+    if claims.get("sub") != client.client_id:
+        raise _refuse("sub must be the client_id")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > 255:
+        raise _refuse("jti is required")
+    if claims["exp"] > time.time() + MAX_LIFETIME + LEEWAY:
+        raise _refuse("the assertion lives too long")
+    if session.scalar(
+        select(ClientAssertionUse.id).where(
+            ClientAssertionUse.client_id == client.client_id, ClientAssertionUse.jti == jti
+        )
+    ):
+        raise _refuse("the assertion was used before")
+    return VerifiedAssertion(client, jti, datetime.fromtimestamp(claims["exp"], UTC))
+
+
+def _decode(
+    assertion: str, keys: list[Any], algorithm: str, audiences: tuple[str, ...]
+) -> dict[str, Any]:
+    for key in keys:
+        try:
+            return jwt.decode(
+                assertion,
+                key=key,
+                algorithms=[algorithm],
+                audience=list(audiences),
+                leeway=LEEWAY,
+                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidAudienceError:
+            raise _refuse("aud must name this token endpoint") from None
+        except jwt.ExpiredSignatureError:
+            raise _refuse("the assertion has expired") from None
+        except jwt.PyJWTError as exc:
+            raise _refuse(type(exc).__name__) from None
+    raise _refuse("the signature does not verify with a registered key")
+
+
+def consume(session: Session, tenant_id: int, caller: Any) -> None:
+    """Record the assertion's ``jti`` in the caller's transaction; a concurrent second use
+    loses on the unique constraint and is refused. Expired records are swept here too."""
+    jti = getattr(caller, "assertion_jti", None)
+    if not jti:
+        return
+    session.execute(delete(ClientAssertionUse).where(ClientAssertionUse.expires_at < utcnow()))
+    try:
+        with session.begin_nested():
+            session.add(
+                ClientAssertionUse(
+                    tenant_id=tenant_id,
+                    client_id=caller.client.client_id,
+                    jti=jti,
+                    expires_at=caller.assertion_expires_at,
+                )
+            )
+    except IntegrityError:
+        raise _refuse("the assertion was used before") from None

@@ -1,0 +1,511 @@
+"""RFC 8693 token exchange for the data broker (CONTRACT §3), as a pipeline of named steps.
+
+authenticate the client -> validate the subject token -> authorise (integration, grant,
+scope) -> resolve the user -> map to the upstream identity -> obtain the upstream token (cache,
+else the integration's handler) -> audit -> respond.
+
+Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
+§5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
+transaction; the upstream token is obtained outside any transaction (an upstream call never
+holds a database lock); the audit row is written in its own write transaction, which first
+checks again that the grant is still active and the user's session not revoked, so a grant
+revoked while the upstream answered is still refused. Every outcome, success or refusal, is
+audited; when the audit write fails the exchange fails (503) and no token leaves.
+
+The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from app import assertions, audit, clients, mappings, oidc, signing, tenants, users
+from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
+from app.models import Client, Grant, Integration, Tenant, User
+from app.oauth_errors import (
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    OAuthError,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UserNotProvisioned,
+)
+from app.runtime import Runtime
+from app.token_cache import CacheKey, TokenCache
+from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, VerifiedToken
+from app.upstream import Target, UpstreamRequest, UpstreamToken, handler_for
+
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
+REQUESTABLE_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
+EXCHANGE = "token_exchange"
+MAPPING_QUERY = "mapping_query"
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """How the client authenticated: a secret (RFC 6749 §2.3.1) or a signed assertion
+    (``private_key_jwt``, RFC 7523 §2.2); ``method`` names it."""
+
+    client_id: str
+    secret: str
+    method: str
+    assertion: str = ""
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    client: Client
+    assertion_jti: str | None = None  # to be used once (RFC 7523 §3 item 7)
+    assertion_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    """The RFC 8693 §2.1 parameters as the edge parsed them (repeated ones as tuples)."""
+
+    grant_type: str
+    subject_token: str
+    subject_token_type: str
+    audiences: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    scope: str | None = None
+    requested_token_type: str | None = None
+    actor_token: str | None = None
+    actor_token_type: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """RFC 8693 §2.2.1."""
+
+    access_token: str
+    issued_token_type: str
+    token_type: str
+    expires_in: int
+    scope: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.access_token,
+            "issued_token_type": self.issued_token_type,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+        }
+        if self.scope is not None:
+            body["scope"] = self.scope
+        return body
+
+
+@dataclass(frozen=True)
+class MappingAnswer:
+    integration: str
+    subject: str
+    upstream_subject: str
+
+
+@dataclass
+class _Decision:
+    """What the read steps decided: enough to obtain and audit without the rows."""
+
+    tenant_id: int
+    grant_id: int
+    token: VerifiedToken
+    request: UpstreamRequest
+    cache_key: CacheKey
+    caller: AuthenticatedClient
+    scopes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- the steps ----------------------------------------------------------------------------
+
+
+def authenticate_client(
+    session: Session, rt: Runtime, slug: str, credentials: ClientCredentials
+) -> AuthenticatedClient:
+    """The client, in the session's tenant only: by its secret (RFC 6749 §2.3.1, basic or
+    post) or by a ``private_key_jwt`` assertion signed with one of its registered keys
+    (``app.assertions``, RFC 7523). The assertion's ``jti`` is consumed with the outcome."""
+    if credentials.method == "private_key_jwt":
+        audiences = (issuer_of(rt, slug), issuer_of(rt, slug) + "/oauth/token")
+        verified = assertions.verify(
+            session, credentials.client_id, credentials.assertion, audiences
+        )
+        return AuthenticatedClient(verified.client, verified.jti, verified.expires_at)
+    if not credentials.client_id or not credentials.secret:
+        raise InvalidClient("client authentication failed")
+    client = clients.authenticate(session, rt.keyring, credentials.client_id, credentials.secret)
+    if client is None:
+        raise InvalidClient("client authentication failed")
+    return AuthenticatedClient(client)
+
+
+def validate_subject_token(
+    session: Session, tenant: Tenant, validator: TokenValidator, token: str, token_type: str
+) -> VerifiedToken:
+    """RFC 8693 §2.1: the subject token is an access token of the tenant's trusted issuer.
+
+    ``subject_token_type`` must be the access token or JWT type, and the token must then be an
+    access token (``TokenValidator.access_token``: ID, refresh and logout tokens are refused,
+    as are tokens of another issuer, audience or tenant, and idbridge's own tokens, whose
+    issuer is not the IdP). A revoked session is refused too. Refusals are ``invalid_request``
+    (§2.2.2).
+    """
+    if token_type not in SUBJECT_TOKEN_TYPES:
+        raise InvalidRequest("unsupported subject_token_type")
+    try:
+        issuer = oidc.TrustedIssuer.of(tenant.identity_provider)
+        verified = validator.access_token(issuer, token)
+    except InvalidToken as exc:
+        raise InvalidRequest(f"subject_token refused: {exc.message}") from None
+    except KeysUnavailable as exc:
+        raise TemporarilyUnavailable(exc.message) from None
+    if "\x00" in verified.subject + (verified.session_id or ""):
+        raise InvalidRequest("subject_token refused: its subject is malformed")
+    if oidc.is_session_revoked(session, verified):
+        raise InvalidRequest("subject_token refused: the session of this token has ended")
+    return verified
+
+
+MAX_ACT_DEPTH = 5
+
+
+def validate_actor(
+    session: Session,
+    tenant: Tenant,
+    validator: TokenValidator,
+    client: Client,
+    subject: VerifiedToken,
+    request: ExchangeRequest,
+) -> tuple[str, ...]:
+    """Delegation (RFC 8693 §1.1): the actor chain, oldest first, ending with the client.
+
+    The client must be allowed to delegate (``may_delegate``); the actor token is an access
+    token of the tenant's issuer that names the authenticated client (``client_id``, else
+    ``azp``, else the subject claim): an actor is never someone else. A ``may_act`` claim in
+    the subject token (§4.4) must name that actor. Earlier actors come from the subject
+    token's ``act`` (§4.1), kept in the issued token and never used for a decision.
+    """
+    if not client.may_delegate:
+        raise InvalidRequest("this client may not act for users (delegation is not allowed)")
+    if not request.actor_token or request.actor_token_type not in SUBJECT_TOKEN_TYPES:
+        raise InvalidRequest("actor_token needs a supported actor_token_type")
+    try:
+        issuer = oidc.TrustedIssuer.of(tenant.identity_provider)
+        actor_token = validator.access_token(issuer, request.actor_token)
+    except InvalidToken as exc:
+        raise InvalidRequest(f"actor_token refused: {exc.message}") from None
+    except KeysUnavailable as exc:
+        raise TemporarilyUnavailable(exc.message) from None
+    claims = actor_token.claims
+    actor = claims.get("client_id") or claims.get("azp") or actor_token.subject
+    if actor != client.client_id:
+        raise InvalidRequest("the actor token is not the authenticated client's")
+    may_act = subject.claims.get("may_act")
+    if may_act is not None and (not isinstance(may_act, dict) or may_act.get("sub") != actor):
+        raise InvalidRequest("the subject token's may_act does not allow this actor")
+    earlier: list[str] = []
+    act = subject.claims.get("act")
+    while isinstance(act, dict) and len(earlier) < MAX_ACT_DEPTH:
+        if isinstance(act.get("sub"), str):
+            earlier.append(act["sub"][:255])
+        act = act.get("act")
+    return (*reversed(earlier), client.client_id)
+
+
+def find_integration(
+    session: Session, audiences: Sequence[str], resources: Sequence[str]
+) -> Integration:
+    """The one integration the ``audience`` (name or upstream audience URI) and ``resource``
+    (upstream URI) values name (RFC 8693 §2.1); anything else is ``invalid_target``."""
+    found: dict[int, Integration] = {}
+    targets = [(value, False) for value in audiences] + [(value, True) for value in resources]
+    if not targets:
+        raise InvalidRequest("audience or resource is required")
+    for value, is_resource in targets:
+        if not value or len(value) > 2000:
+            raise InvalidTarget("unknown audience or resource")
+        condition = (
+            or_(Integration.resource == value, Integration.audience == value)
+            if is_resource
+            else or_(Integration.name == value, Integration.audience == value)
+        )
+        matches = list(session.scalars(select(Integration).where(condition).limit(2)))
+        if len(matches) != 1:
+            raise InvalidTarget("unknown or ambiguous audience or resource")
+        found[matches[0].id] = matches[0]
+    if len(found) != 1:
+        raise InvalidTarget("one exchange names one integration")
+    return next(iter(found.values()))
+
+
+def authorise(
+    session: Session, client: Client, integration: Integration, scope: str | None
+) -> tuple[Grant, tuple[str, ...]]:
+    """The client may ask for this integration (its ``audiences``), holds an active grant, and
+    asks only for scopes in its allow-list: never widened, never silently narrowed."""
+    if integration.name not in (client.audiences or []):
+        raise InvalidTarget("the audience is not allowed for this client")
+    grant = session.scalars(
+        select(Grant).where(Grant.client_pk == client.id, Grant.integration_pk == integration.id)
+    ).first()
+    if grant is None or grant.revoked_at is not None:
+        raise UnauthorizedClient("the client has no active grant for this integration")
+    requested = tuple(dict.fromkeys((scope or "").split()))
+    if scope is not None and not requested:
+        raise InvalidScope("the scope parameter is empty")
+    allowed = set(client.scopes or [])
+    beyond = [item for item in requested if item not in allowed]
+    if beyond:
+        raise InvalidScope(f"scope {beyond[0][:100]!r} is not allowed for this client")
+    return grant, requested
+
+
+def resolve_user(session: Session, integration: Integration, token: VerifiedToken) -> User:
+    """The tenant's known, unblocked user the token names; else ``user_not_provisioned``."""
+    try:
+        user = users.by_subject(session, token.subject)
+    except NotFound:
+        raise UserNotProvisioned(integration.name) from None
+    if user.blocked:
+        raise UserNotProvisioned(integration.name)
+    return user
+
+
+def _target(integration: Integration) -> Target:
+    return Target(
+        name=integration.name,
+        kind=integration.kind,
+        audience=integration.audience,
+        token_lifetime=integration.token_lifetime,
+        scope_mapping=dict(integration.scope_mapping or {}),
+        settings=dict(integration.settings or {}),
+    )
+
+
+def issuer_of(rt: Runtime, slug: str) -> str:
+    """The tenant's issuer for the tokens idbridge signs: ``{public_url}/t/{slug}``."""
+    return f"{rt.settings.public_url.rstrip('/')}/t/{slug}"
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+def exchange(
+    rt: Runtime,
+    validator: TokenValidator,
+    cache: TokenCache,
+    slug: str,
+    credentials: ClientCredentials,
+    request: ExchangeRequest,
+    request_id: str = "",
+) -> TokenResponse:
+    """Run the exchange and audit its outcome; raise the refusal, audited, on failure.
+
+    ``NotFound`` (no such tenant) is raised unaudited: there is no tenant to record it in.
+    """
+    entry = audit.Entry(
+        action=EXCHANGE,
+        request_id=request_id,
+        client_id=credentials.client_id,
+        audience=" ".join(request.audiences + request.resources),
+        scope=request.scope or "",
+    )
+    tenant_id: int | None = None
+    try:
+        with rt.db.read() as session:
+            tenant = tenants.find(session, slug)
+            tenant_id = tenant.id
+            has_signer = _ensure_signer_exists(session)
+        if not has_signer:
+            _create_first_key(rt, slug)
+        with rt.db.read() as session:
+            tenant = tenants.find(session, slug)
+            decision = _decide(session, rt, validator, tenant, credentials, request, entry)
+        token, _cached = _obtain(cache, decision)
+        response = _respond(token)
+        _audit_success(rt, slug, decision, entry)
+        return response
+    except OAuthError as exc:
+        if tenant_id is not None:
+            _audit_failure(rt, slug, entry, exc)
+        raise
+    except (StoreUnavailable, Conflict) as exc:
+        raise TemporarilyUnavailable(exc.message) from None
+
+
+def _ensure_signer_exists(session: Session) -> bool:
+    return bool(signing.published(session))
+
+
+def _create_first_key(rt: Runtime, slug: str) -> None:
+    try:
+        with rt.db.transaction() as session:
+            signing.ensure_key(session, rt.keyring, tenants.find(session, slug))
+    except Conflict:
+        pass  # a concurrent request made it first
+
+
+def _decide(
+    session: Session,
+    rt: Runtime,
+    validator: TokenValidator,
+    tenant: Tenant,
+    credentials: ClientCredentials,
+    request: ExchangeRequest,
+    entry: audit.Entry,
+) -> _Decision:
+    caller = authenticate_client(session, rt, tenant.slug, credentials)
+    client = caller.client
+    entry.client_id = client.client_id
+    if request.grant_type != GRANT_TYPE:
+        raise UnsupportedGrantType("only token exchange (RFC 8693) is supported here")
+    if not request.subject_token or not request.subject_token_type:
+        raise InvalidRequest("subject_token and subject_token_type are required")
+    if request.requested_token_type not in (None, *REQUESTABLE_TOKEN_TYPES):
+        raise InvalidRequest("unsupported requested_token_type")
+    token = validate_subject_token(
+        session, tenant, validator, request.subject_token, request.subject_token_type
+    )
+    entry.subject = token.subject
+    actors: tuple[str, ...] = ()
+    if request.actor_token is not None or request.actor_token_type is not None:
+        actors = validate_actor(session, tenant, validator, client, token, request)
+        entry.actors = list(actors)
+    integration = find_integration(session, request.audiences, request.resources)
+    entry.integration = integration.name
+    grant, scopes = authorise(session, client, integration, request.scope)
+    handler = handler_for(integration.kind)
+    if handler is None:
+        raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported yet")
+    target = _target(integration)
+    upstream_scopes = handler.upstream_scopes(target, scopes)
+    user = resolve_user(session, integration, token)
+    upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
+    signer = signing.signer(session, rt.keyring, tenant)
+    upstream_request = UpstreamRequest(
+        issuer=issuer_of(rt, tenant.slug),
+        target=target,
+        client_id=client.client_id,
+        subject=user.subject,
+        upstream_subject=upstream_subject,
+        upstream_scopes=upstream_scopes,
+        signer=signer,
+        actors=actors,
+    )
+    key = CacheKey(
+        tenant.id,
+        client.client_id,
+        user.subject,
+        integration.name,
+        integration.audience,
+        " ".join(scopes),
+        " ".join(actors),
+    )
+    return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
+
+
+def _obtain(cache: TokenCache, decision: _Decision) -> tuple[UpstreamToken, bool]:
+    handler = handler_for(decision.request.target.kind)
+    assert handler is not None  # checked in _decide
+    return cache.get_or_obtain(decision.cache_key, lambda: handler.exchange(decision.request))
+
+
+def _respond(token: UpstreamToken) -> TokenResponse:
+    return TokenResponse(
+        access_token=token.access_token,
+        issued_token_type=token.issued_token_type,
+        token_type=token.token_type,
+        expires_in=max(0, int(token.expires_at - time.time())),
+    )
+
+
+def _audit_success(rt: Runtime, slug: str, decision: _Decision, entry: audit.Entry) -> None:
+    """Re-check the grant and the session in the write transaction, then record success."""
+    try:
+        with rt.db.transaction() as session:
+            tenant = tenants.find(session, slug)
+            grant = session.get(Grant, decision.grant_id)
+            if grant is None or grant.revoked_at is not None:
+                raise UnauthorizedClient("the client has no active grant for this integration")
+            if oidc.is_session_revoked(session, decision.token):
+                raise InvalidRequest("subject_token refused: the session of this token has ended")
+            assertions.consume(session, tenant.id, decision.caller)
+            audit.record(session, tenant.id, entry, audit.SUCCESS)
+    except OAuthError:
+        raise
+    except (DomainError, SQLAlchemyError) as exc:
+        raise TemporarilyUnavailable("the audit log cannot be written; nothing was issued") from exc
+
+
+def _audit_failure(rt: Runtime, slug: str, entry: audit.Entry, exc: OAuthError) -> None:
+    """Record a refusal; when even that fails, the caller gets 503 instead (fail closed)."""
+    try:
+        with rt.db.transaction() as session:
+            tenant = tenants.find(session, slug)
+            audit.record(session, tenant.id, entry, audit.FAILURE, exc.code, exc.message)
+    except (DomainError, SQLAlchemyError) as failure:
+        raise TemporarilyUnavailable("the audit log cannot be written") from failure
+
+
+# --- the mapping query --------------------------------------------------------------------
+
+
+def mapping(
+    rt: Runtime,
+    slug: str,
+    credentials: ClientCredentials,
+    integration_name: str,
+    subject: str,
+    request_id: str = "",
+) -> MappingAnswer:
+    """CONTRACT §3 mapping query: same client authentication and grant check as the exchange,
+    then ``app.mappings.upstream_subject`` (the exchange's own code path); audited."""
+    entry = audit.Entry(
+        action=MAPPING_QUERY,
+        request_id=request_id,
+        client_id=credentials.client_id,
+        subject=subject,
+        integration=integration_name,
+    )
+    tenant_id: int | None = None
+    try:
+        with rt.db.read() as session:
+            tenant = tenants.find(session, slug)
+            tenant_id = tenant.id
+            caller = authenticate_client(session, rt, slug, credentials)
+            client = caller.client
+            if not integration_name or not subject:
+                raise InvalidRequest("integration and subject are required")
+            integration = session.scalars(
+                select(Integration).where(Integration.name == integration_name)
+            ).first()
+            if integration is None:
+                raise InvalidTarget("unknown integration")
+            authorise(session, client, integration, None)
+            user = session.scalars(select(User).where(User.subject == subject)).first()
+            upstream = mappings.upstream_subject(session, integration, user)
+        with rt.db.transaction() as session:
+            tenant = tenants.find(session, slug)
+            assertions.consume(session, tenant.id, caller)
+            audit.record(session, tenant.id, entry, audit.SUCCESS)
+        return MappingAnswer(integration_name, subject, upstream)
+    except OAuthError as exc:
+        if tenant_id is not None:
+            _audit_failure(rt, slug, entry, exc)
+        raise
+    except (StoreUnavailable, Conflict, SQLAlchemyError) as exc:
+        raise TemporarilyUnavailable("the store cannot answer now") from exc

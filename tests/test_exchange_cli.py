@@ -1,0 +1,134 @@
+"""``idbridge mappings import``, ``idbridge keys rotate`` and ``idbridge audit`` on both
+stores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from app import audit, integrations, mappings, runtime, signing, tenants
+from app.cli import main
+from app.schemas import IntegrationSchema, TenantSchema
+
+
+@pytest.fixture
+def env(app, settings, tmp_path) -> dict[str, str]:
+    rt = runtime.of(app)
+    with rt.db.transaction() as session:
+        tenant = tenants.create(session, rt.keyring, TenantSchema().load({"slug": "acme"}))
+        integrations.create(
+            session,
+            rt.keyring,
+            tenant,
+            IntegrationSchema().load(
+                {"name": "snowflake-prod", "kind": "snowflake", "audience": "https://sf.example"}
+            ),
+        )
+    return {
+        "IDBRIDGE_DATABASE_URL": settings.database_url,
+        "IDBRIDGE_SECRET_KEY": settings.secret_key,
+        "IDBRIDGE_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+
+
+def stored(app) -> dict[str, str]:
+    with runtime.of(app).db.read() as session:
+        tenants.find(session, "acme")
+        integration = integrations.find(session, "snowflake-prod")
+        rows = mappings.list_page(session, integration, 200_000, None)
+        return {row.subject: row.upstream_subject for row in rows}
+
+
+def test_mappings_import_stores_good_rows_and_reports_the_rest(app, env, tmp_path):
+    csv_file = tmp_path / "users.csv"
+    csv_file.write_text(
+        "subject,upstream_subject\n00u1,ADA\n00u2,\n,GHOST\n00u1,ADA2\n00u3,GRACE\n"
+    )
+    runner = CliRunner()
+    args = ["mappings", "import", "--tenant", "acme", "--integration", "snowflake-prod"]
+    result = runner.invoke(main, [*args, str(csv_file)], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "line 3: rejected: upstream_subject is empty",
+        "line 4: rejected: subject is empty",
+        "line 5: rejected: subject '00u1' appears more than once in the file",
+        "2 created, 0 updated, 0 unchanged, 3 rejected",
+    ]
+    assert stored(app) == {"00u1": "ADA", "00u3": "GRACE"}
+
+    again = runner.invoke(main, [*args, str(csv_file)], env=env)
+    assert again.stdout.splitlines()[-1] == "0 created, 0 updated, 2 unchanged, 3 rejected"
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,login\n00u9,X\n")
+    refused = runner.invoke(main, [*args, str(bad)], env=env)
+    assert refused.exit_code == 1
+    assert "subject,upstream_subject" in refused.stderr
+    nowhere = runner.invoke(
+        main,
+        ["mappings", "import", "--tenant", "acme", "--integration", "nope", str(csv_file)],
+        env=env,
+    )
+    assert nowhere.exit_code == 1 and "nothing was imported" in nowhere.stderr
+
+
+def test_a_large_import_is_one_transaction(app, env, tmp_path):
+    csv_file = tmp_path / "many.csv"
+    lines = ["subject,upstream_subject"] + [f"u{n:06d},LOGIN{n}" for n in range(20_000)]
+    csv_file.write_text("\n".join(lines) + "\n")
+    args = ["mappings", "import", "--tenant", "acme", "--integration", "snowflake-prod"]
+    result = CliRunner().invoke(main, [*args, str(csv_file)], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "20000 created, 0 updated, 0 unchanged, 0 rejected"
+    assert len(stored(app)) == 20_000
+
+
+def test_keys_rotate_publishes_a_second_key(app, env):
+    runner = CliRunner()
+    first = runner.invoke(main, ["keys", "rotate", "--tenant", "acme"], env=env)
+    second = runner.invoke(main, ["keys", "rotate", "--tenant", "acme"], env=env)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    with runtime.of(app).db.read() as session:
+        tenants.find(session, "acme")
+        keys = signing.published(session)
+        assert len(keys) == 2
+        assert signing.signer(session, runtime.of(app).keyring, tenants.find(session, "acme"))
+    missing = runner.invoke(main, ["keys", "rotate", "--tenant", "nope"], env=env)
+    assert missing.exit_code == 1
+
+
+def test_audit_prints_events_newest_first(app, env):
+    rt = runtime.of(app)
+    with rt.db.transaction() as session:
+        tenant = tenants.find(session, "acme")
+        for subject, outcome in (("00u1", "success"), ("00u2", "failure")):
+            entry = audit.Entry(action="token_exchange", client_id="broker", subject=subject)
+            audit.record(session, tenant.id, entry, outcome)
+    result = CliRunner().invoke(main, ["audit", "--tenant", "acme"], env=env)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["user"] for event in events] == ["00u2", "00u1"]
+    failures = CliRunner().invoke(
+        main, ["audit", "--tenant", "acme", "--outcome", "failure"], env=env
+    )
+    assert [json.loads(line)["user"] for line in failures.stdout.splitlines()] == ["00u2"]
+
+
+def test_the_scheduled_job_rotates_due_keys_once(app, env, settings):
+    from datetime import timedelta
+
+    from app import key_rotation
+
+    assert key_rotation.rotate_due_keys(settings) == []  # no key yet: nothing to rotate
+    rt = runtime.of(app)
+    with rt.db.transaction() as session:
+        signing.ensure_key(session, rt.keyring, tenants.find(session, "acme"))
+    assert key_rotation.rotate_due_keys(settings) == []  # young key
+    assert key_rotation.rotate_due_keys(settings, max_age=timedelta(0)) == ["acme"]
+    # the next key is waiting to activate: no second rotation
+    assert key_rotation.rotate_due_keys(settings, max_age=timedelta(0)) == []
+    with rt.db.read() as session:
+        tenants.find(session, "acme")
+        assert len(signing.published(session)) == 2
