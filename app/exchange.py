@@ -414,6 +414,7 @@ def _decide(
         integration.audience,
         " ".join(scopes),
         " ".join(actors),
+        upstream_subject,
     )
     return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
 

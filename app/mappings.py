@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import token_cache
 from app.errors import InvalidInput, NotFound
 from app.models import Integration, UpstreamMapping, User
 from app.oauth_errors import UserNotProvisioned
@@ -126,12 +127,16 @@ def put(
         session.add(row)
         session.flush()
         return row, True
+    if row.upstream_subject != upstream:
+        # a token cached for the old upstream identity must not be served for the new one
+        token_cache.purge_user_on(session, integration.tenant_id, subject)
     row.upstream_subject, row.source = upstream, source
     return row, False
 
 
 def delete(session: Session, row: UpstreamMapping) -> None:
     session.delete(row)
+    token_cache.purge_user_on(session, row.tenant_id, row.subject)
 
 
 @dataclass
@@ -202,3 +207,41 @@ def _row_problem(subject: str, upstream: str, seen: set[str]) -> str | None:
     if subject in seen:
         return f"subject {subject!r} appears more than once in the file"
     return None
+
+
+# --- the SCIM extension (idbridge User schema, ``upstreamIdentities``) ---------------------
+
+SCIM_SOURCE = "scim"
+
+
+def sync_from_scim(session: Session, subject: str, identities: Any) -> None:
+    """Make the user's SCIM-sourced mappings match ``upstreamIdentities`` of its SCIM resource.
+
+    Entries naming an integration the tenant does not have are kept in the resource only (the
+    identity provider may know integrations before the operator adds them); rows that came
+    from the admin API or an import are replaced only where SCIM names the same integration.
+    """
+    wanted: dict[int, str] = {}
+    by_name = {row.name: row for row in session.scalars(select(Integration))}
+    for entry in identities if isinstance(identities, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        integration = by_name.get(str(entry.get("integration") or ""))
+        upstream = entry.get("subject")
+        if integration is not None and isinstance(upstream, str) and upstream.strip():
+            wanted[integration.id] = upstream.strip()[:MAX_SUBJECT]
+    rows = session.scalars(select(UpstreamMapping).where(UpstreamMapping.subject == subject))
+    for row in rows:
+        if row.integration_pk not in wanted and row.source == SCIM_SOURCE:
+            delete(session, row)
+    for integration_pk, upstream in wanted.items():
+        put(session, session.get(Integration, integration_pk), subject, upstream, SCIM_SOURCE)
+
+
+def forget_scim_subject(session: Session, subject: str) -> None:
+    """Drop the SCIM-sourced mappings of a user id that no longer exists (or was renamed)."""
+    statement = select(UpstreamMapping).where(
+        UpstreamMapping.subject == subject, UpstreamMapping.source == SCIM_SOURCE
+    )
+    for row in session.scalars(statement):
+        delete(session, row)

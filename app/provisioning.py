@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app import revocation
+from app import mappings, revocation
 from app.errors import Conflict, InvalidInput
 from app.models import Group, GroupMember, Tenant, User
 from app.users import canonical_email, canonical_user_name
@@ -113,12 +113,15 @@ def save_user(session: Session, tenant: Tenant, user: User | None, data: dict[st
             user.email_verified = False  # a new address was never verified
         if values["subject"] != user.subject:
             revocation.revoke(session, user.subject, "deleted")
+            mappings.forget_scim_subject(session, user.subject)
         for name, value in values.items():
             setattr(user, name, value)
         user.version += 1
         if was_active and not user.active:
             revocation.revoke(session, user.subject, "deactivated")
     session.flush()
+    identities = attribute_value(data, IDBRIDGE_USER_SCHEMA + ":upstreamIdentities")
+    mappings.sync_from_scim(session, user.subject, identities)
     return user
 
 
@@ -142,6 +145,7 @@ def _ensure_unique_user(session: Session, user: User | None, values: dict[str, A
 def delete_user(session: Session, user: User) -> None:
     """Delete the user and end its access at once (the revocation hook, same transaction)."""
     revocation.revoke(session, user.subject, "deleted")
+    mappings.forget_scim_subject(session, user.subject)
     session.execute(delete(GroupMember).where(GroupMember.user_pk == user.id))
     session.delete(user)
     session.flush()

@@ -39,6 +39,9 @@ class CacheKey(NamedTuple):
     audience: str
     scope: str
     actors: str = ""  # the delegation chain: a delegated token differs by its ``act``
+    # the mapped identity: a changed mapping never gets the old identity's token, on any
+    # process, even before a purge reaches it
+    upstream_subject: str = ""
 
 
 class TokenCache:
