@@ -84,15 +84,23 @@ def test_the_demo_prints_calls_that_work(tmp_path):
         secret = re.search(r"secret \(shown once\): (\S+)", printed)
         assert secret, printed
         remember_secret(secret.group(1))
+        made = re.findall(r"\(made for this run\): (\S+)", printed)
+        assert len(made) == 2
+        for value in made:
+            remember_secret(value)
         commands = [line for line in printed.splitlines() if line.startswith("curl ")]
-        assert len(commands) >= 5
+        assert len(commands) >= 8
+        answers = []
         for command in commands:
             response = _run_curl(command)
             assert response.status_code < 300, (command, response.status_code, response.text)
+            answers.append(response)
             for value in re.findall(r'"(?:secret|token|client_secret)": ?"([^"]+)"', response.text):
                 remember_secret(value)
     finally:
         demo.stop()
+    webhook_user = next(a.json() for a in answers if "/webhooks/users/get" in a.url)
+    assert webhook_user["id"] == "00u-ada" and webhook_user["email"] == "ada@example.com"
     token = (tmp_path / "instance" / "demo_admin_token").read_text().strip()
     assert token not in demo.stderr() and secret.group(1) not in demo.stderr()
     # a second start keeps the tenant and its client, and shows no secret again
