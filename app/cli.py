@@ -88,30 +88,43 @@ def keys() -> None:
 
 
 @keys.command("rotate")
-@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
-def keys_rotate(slug: str) -> None:
-    """Publish a new signing key now; it signs after an hour, when every verifier has seen it.
-    The current key stays published until the last token it can sign has expired."""
+@click.argument("slugs", nargs=-1, metavar="[TENANT]...")
+def keys_rotate(slugs: tuple[str, ...]) -> None:
+    """Publish a new signing key now for the named tenants (default: every tenant); it signs
+    after an hour, when every verifier has seen it. The current key stays published until the
+    last token it can sign has expired."""
+    from sqlalchemy import select
+
     from app import signing, tenants
     from app.crypto import Keyring
     from app.errors import DomainError
+    from app.models import Tenant
 
     settings = _settings()
     db = _database(settings)
+    published: list[str] = []
     try:
-        with db.transaction() as session:
-            key = signing.rotate(session, Keyring(settings.secret_key), tenants.find(session, slug))
-            kid, activates_at = key.kid, key.activates_at
+        with db.read() as session:
+            names = list(slugs) or list(session.scalars(select(Tenant.slug).order_by(Tenant.slug)))
+        for slug in names:  # one transaction a tenant: a session is scoped to one tenant
+            with db.transaction() as session:
+                tenant = tenants.find(session, slug)
+                key = signing.rotate(session, Keyring(settings.secret_key), tenant)
+                published.append(
+                    f"tenant {slug}: key {key.kid} published, "
+                    f"signs from {key.activates_at.isoformat()}"
+                )
     except DomainError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
         db.dispose()
-    click.echo(f"tenant {slug}: key {kid} published, signs from {activates_at.isoformat()}")
+        for line in published:
+            click.echo(line)
 
 
 @main.command("audit")
-@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
+@click.argument("slug", metavar="TENANT")
 @click.option("--since", type=click.DateTime(), help="Events at or after (UTC).")
 @click.option("--until", type=click.DateTime(), help="Events before (UTC).")
 @click.option("--client", help="Only this client_id.")
@@ -176,15 +189,21 @@ def mappings() -> None:
     """Upstream identity mappings of an integration."""
 
 
+class _Rejected(Exception):
+    def __init__(self, rows: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(rows)} rows rejected")
+        self.rows = rows
+
+
 @mappings.command("import")
-@click.option("--tenant", "slug", required=True, help="The tenant's slug.")
-@click.option("--integration", "name", required=True, help="The integration's name.")
+@click.argument("slug", metavar="TENANT")
+@click.argument("name", metavar="INTEGRATION")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def mappings_import(slug: str, name: str, path: Path) -> None:
-    """Import a CSV with the columns `subject,upstream_subject` in one transaction.
+    """Import FILE.csv (header `user_id,upstream_subject`) into INTEGRATION's mappings.
 
-    Rows that cannot be stored are listed with their line and reason, and skipped; a file
-    without those columns imports nothing.
+    All or nothing (CONTRACT §5): one transaction; if any row cannot be stored, every such row
+    is listed with its line and reason and nothing is imported.
     """
     import csv
 
@@ -199,8 +218,8 @@ def mappings_import(slug: str, name: str, path: Path) -> None:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            if not {"subject", "upstream_subject"} <= set(reader.fieldnames or []):
-                click.echo("error: the CSV needs the columns subject,upstream_subject", err=True)
+            if not set(mapping_service.CSV_COLUMNS) <= set(reader.fieldnames or []):
+                click.echo("error: the CSV needs the header user_id,upstream_subject", err=True)
                 sys.exit(1)
             with (
                 db.transaction() as session,
@@ -214,15 +233,17 @@ def mappings_import(slug: str, name: str, path: Path) -> None:
                     ((reader.line_num, row) for row in reader),
                     progress=bar.update,
                 )
+                if report.rejected:
+                    raise _Rejected(report.rejected)  # rolls the transaction back
+    except _Rejected as rejected:
+        for line, why in rejected.rows:
+            click.echo(f"line {line}: {why}", err=True)
+        click.echo(f"{len(rejected.rows)} rows rejected: nothing was imported", err=True)
+        sys.exit(1)
     except (DomainError, csv.Error, UnicodeDecodeError) as exc:
         click.echo(f"error: {exc}", err=True)
         click.echo("nothing was imported", err=True)
         sys.exit(1)
     finally:
         db.dispose()
-    for line, why in report.rejected:
-        click.echo(f"line {line}: rejected: {why}")
-    click.echo(
-        f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{len(report.rejected)} rejected"
-    )
+    click.echo(f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged")

@@ -139,6 +139,9 @@ def delete(session: Session, row: UpstreamMapping) -> None:
     token_cache.purge_user_on(session, row.tenant_id, row.subject)
 
 
+CSV_COLUMNS = ("user_id", "upstream_subject")  # CONTRACT §5
+
+
 @dataclass
 class ImportReport:
     created: int = 0
@@ -153,10 +156,11 @@ def import_rows(
     rows: Iterable[tuple[int, dict[str, str | None]]],
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ImportReport:
-    """Import ``subject,upstream_subject`` rows (``(line, row)``) into the mapping table, in
+    """Import ``user_id,upstream_subject`` rows (``(line, row)``) into the mapping table, in
     the caller's one transaction. Rows that cannot be stored are reported, not imported: an
-    empty or too long value, a NUL, a user id given twice in the file. Existing mappings are
-    read once, so 100,000 rows cost one query plus the writes."""
+    empty or too long value, a NUL, a user id given twice in the file (the command line then
+    rolls the whole import back). Existing mappings are read once, so 100,000 rows cost one
+    query plus the writes."""
     report = ImportReport()
     existing = {
         row.subject: row
@@ -167,7 +171,7 @@ def import_rows(
     seen: set[str] = set()
     for line, values in rows:
         progress(1)
-        subject = (values.get("subject") or "").strip()
+        subject = (values.get("user_id") or "").strip()
         upstream = (values.get("upstream_subject") or "").strip()
         problem = _row_problem(subject, upstream, seen)
         if problem:
@@ -197,7 +201,7 @@ def import_rows(
 
 def _row_problem(subject: str, upstream: str, seen: set[str]) -> str | None:
     if not subject:
-        return "subject is empty"
+        return "user_id is empty"
     if not upstream:
         return "upstream_subject is empty"
     if len(subject) > MAX_SUBJECT or len(upstream) > MAX_SUBJECT:
@@ -205,7 +209,7 @@ def _row_problem(subject: str, upstream: str, seen: set[str]) -> str | None:
     if "\x00" in subject + upstream:
         return "a value contains a NUL character"
     if subject in seen:
-        return f"subject {subject!r} appears more than once in the file"
+        return f"user_id {subject!r} appears more than once in the file"
     return None
 
 

@@ -41,61 +41,63 @@ def stored(app) -> dict[str, str]:
         return {row.subject: row.upstream_subject for row in rows}
 
 
-def test_mappings_import_stores_good_rows_and_reports_the_rest(app, env, tmp_path):
-    csv_file = tmp_path / "users.csv"
-    csv_file.write_text(
-        "subject,upstream_subject\n00u1,ADA\n00u2,\n,GHOST\n00u1,ADA2\n00u3,GRACE\n"
-    )
+def test_mappings_import_is_all_or_nothing(app, env, tmp_path):
+    """CONTRACT §5: header `user_id,upstream_subject`; any bad row, and nothing is imported,
+    every bad row named with its line and reason."""
     runner = CliRunner()
-    args = ["mappings", "import", "--tenant", "acme", "--integration", "snowflake-prod"]
-    result = runner.invoke(main, [*args, str(csv_file)], env=env)
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [
-        "line 3: rejected: upstream_subject is empty",
-        "line 4: rejected: subject is empty",
-        "line 5: rejected: subject '00u1' appears more than once in the file",
-        "2 created, 0 updated, 0 unchanged, 3 rejected",
+    args = ["mappings", "import", "acme", "snowflake-prod"]
+    flawed = tmp_path / "flawed.csv"
+    flawed.write_text("user_id,upstream_subject\n00u1,ADA\n00u2,\n,GHOST\n00u1,ADA2\n00u3,GRACE\n")
+    result = runner.invoke(main, [*args, str(flawed)], env=env)
+    assert result.exit_code == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("line")] == [
+        "line 3: upstream_subject is empty",
+        "line 4: user_id is empty",
+        "line 5: user_id '00u1' appears more than once in the file",
     ]
-    assert stored(app) == {"00u1": "ADA", "00u3": "GRACE"}
+    assert "3 rows rejected: nothing was imported" in result.stderr
+    assert stored(app) == {}
 
-    again = runner.invoke(main, [*args, str(csv_file)], env=env)
-    assert again.stdout.splitlines()[-1] == "0 created, 0 updated, 2 unchanged, 3 rejected"
+    good = tmp_path / "good.csv"
+    good.write_text("user_id,upstream_subject\n00u1,ADA\n00u3,GRACE\n")
+    imported = runner.invoke(main, [*args, str(good)], env=env)
+    assert imported.exit_code == 0, imported.output
+    assert imported.stdout.splitlines()[-1] == "2 created, 0 updated, 0 unchanged"
+    assert stored(app) == {"00u1": "ADA", "00u3": "GRACE"}
+    again = runner.invoke(main, [*args, str(good)], env=env)
+    assert again.stdout.splitlines()[-1] == "0 created, 0 updated, 2 unchanged"
 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,login\n00u9,X\n")
     refused = runner.invoke(main, [*args, str(bad)], env=env)
     assert refused.exit_code == 1
-    assert "subject,upstream_subject" in refused.stderr
-    nowhere = runner.invoke(
-        main,
-        ["mappings", "import", "--tenant", "acme", "--integration", "nope", str(csv_file)],
-        env=env,
-    )
+    assert "user_id,upstream_subject" in refused.stderr
+    nowhere = runner.invoke(main, ["mappings", "import", "acme", "nope", str(good)], env=env)
     assert nowhere.exit_code == 1 and "nothing was imported" in nowhere.stderr
 
 
 def test_a_large_import_is_one_transaction(app, env, tmp_path):
     csv_file = tmp_path / "many.csv"
-    lines = ["subject,upstream_subject"] + [f"u{n:06d},LOGIN{n}" for n in range(20_000)]
+    lines = ["user_id,upstream_subject"] + [f"u{n:06d},LOGIN{n}" for n in range(20_000)]
     csv_file.write_text("\n".join(lines) + "\n")
-    args = ["mappings", "import", "--tenant", "acme", "--integration", "snowflake-prod"]
+    args = ["mappings", "import", "acme", "snowflake-prod"]
     result = CliRunner().invoke(main, [*args, str(csv_file)], env=env)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == "20000 created, 0 updated, 0 unchanged, 0 rejected"
+    assert result.stdout.splitlines()[-1] == "20000 created, 0 updated, 0 unchanged"
     assert len(stored(app)) == 20_000
 
 
 def test_keys_rotate_publishes_a_second_key(app, env):
     runner = CliRunner()
-    first = runner.invoke(main, ["keys", "rotate", "--tenant", "acme"], env=env)
-    second = runner.invoke(main, ["keys", "rotate", "--tenant", "acme"], env=env)
+    first = runner.invoke(main, ["keys", "rotate", "acme"], env=env)
+    second = runner.invoke(main, ["keys", "rotate", "acme"], env=env)
     assert first.exit_code == second.exit_code == 0, first.output + second.output
     with runtime.of(app).db.read() as session:
         tenants.find(session, "acme")
         keys = signing.published(session)
         assert len(keys) == 2
         assert signing.signer(session, runtime.of(app).keyring, tenants.find(session, "acme"))
-    missing = runner.invoke(main, ["keys", "rotate", "--tenant", "nope"], env=env)
+    missing = runner.invoke(main, ["keys", "rotate", "nope"], env=env)
     assert missing.exit_code == 1
 
 
@@ -106,13 +108,11 @@ def test_audit_prints_events_newest_first(app, env):
         for subject, outcome in (("00u1", "success"), ("00u2", "failure")):
             entry = audit.Entry(action="token_exchange", client_id="broker", subject=subject)
             audit.record(session, tenant.id, entry, outcome)
-    result = CliRunner().invoke(main, ["audit", "--tenant", "acme"], env=env)
+    result = CliRunner().invoke(main, ["audit", "acme"], env=env)
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [event["user"] for event in events] == ["00u2", "00u1"]
-    failures = CliRunner().invoke(
-        main, ["audit", "--tenant", "acme", "--outcome", "failure"], env=env
-    )
+    failures = CliRunner().invoke(main, ["audit", "acme", "--outcome", "failure"], env=env)
     assert [json.loads(line)["user"] for line in failures.stdout.splitlines()] == ["00u2"]
 
 
