@@ -1,8 +1,10 @@
-"""``/admin/v1/tenants/{slug}/integrations/{name}/mappings`` and ``/admin/v1/tenants/{slug}/audit``:
-who a user is upstream, and the token endpoint's audit log.
+"""Token exchange for operators: upstream mappings, signing keys and the audit log.
 
-Mappings are keyed by the User id (``subject``); ``PUT`` creates or replaces one. The audit log
-is read-only here (append-only everywhere): filters, newest first, keyset pages.
+``/admin/v1/tenants/{slug}/integrations/{name}/mappings``: who a user is upstream, keyed by
+the User id (``subject``); ``PUT`` creates or replaces one, ``POST`` imports many, all or
+nothing. ``/admin/v1/tenants/{slug}/signing-keys``: the published keys, and rotation.
+``/admin/v1/tenants/{slug}/audit``: read-only here (append-only everywhere): filters, newest
+first, keyset pages.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from admin.common import admin_blueprint, documented
-from app import audit, integrations, mappings, runtime, tenants
-from app.models import AuditEvent, UpstreamMapping
+from admin.common import admin_blueprint, documented, invalid
+from app import audit, integrations, mappings, runtime, signing, tenants
+from app.models import AuditEvent, SigningKey, UpstreamMapping
 
 NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 
@@ -50,6 +52,62 @@ class MappingPage(Schema):
     next = fields.String(allow_none=True)
 
 
+class MappingImportRow(Schema):
+    user_id = fields.String(required=True, validate=[validate.Length(max=255), NO_NUL])
+    upstream_subject = fields.String(required=True, validate=[validate.Length(max=255), NO_NUL])
+
+
+class MappingImport(Schema):
+    mappings = fields.List(
+        fields.Nested(MappingImportRow), required=True, validate=validate.Length(1, 10_000)
+    )
+
+
+class ImportResult(Schema):
+    created = fields.Integer(required=True)
+    updated = fields.Integer(required=True)
+    unchanged = fields.Integer(required=True)
+
+
+class SigningKeyView(Schema):
+    kid = fields.String(required=True)
+    algorithm = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    activates_at = fields.DateTime(required=True, metadata={"description": "Signs from then."})
+    retires_at = fields.DateTime(
+        allow_none=True, required=True, metadata={"description": "Unpublished from then."}
+    )
+
+
+def _key(row: SigningKey) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in SigningKeyView().fields}
+
+
+@blp.route("/tenants/<slug:slug>/signing-keys")
+class SigningKeys(MethodView):
+    @blp.response(200, SigningKeyView(many=True))
+    @documented(blp, 404)
+    def get(self, slug: str) -> list[dict[str, Any]]:
+        """List a tenant's published signing keys, newest first"""
+        with runtime.current().db.read() as session:
+            tenants.find(session, slug)
+            return [_key(row) for row in signing.published(session)]
+
+    @blp.response(201, SigningKeyView)
+    @documented(blp, 404)
+    def post(self, slug: str) -> dict[str, Any]:
+        """Rotate: publish the next signing key
+
+        The new key is published at once and signs from `activates_at` (an hour later, when
+        every verifier has fetched it); the current key stays published until the last token
+        it can sign has expired.
+        """
+        rt = runtime.current()
+        with rt.db.transaction() as session:
+            tenant = tenants.find(session, slug)
+            return _key(signing.rotate(session, rt.keyring, tenant))
+
+
 def _mapping(row: UpstreamMapping) -> dict[str, Any]:
     return {"subject": row.subject, "upstream_subject": row.upstream_subject, "source": row.source}
 
@@ -72,6 +130,28 @@ class MappingCollection(MethodView):
             return {
                 "items": [_mapping(row) for row in page],
                 "next": page[-1].subject if len(rows) > len(page) else None,
+            }
+
+    @blp.arguments(MappingImport)
+    @blp.response(200, ImportResult)
+    @documented(blp, 400, 404)
+    def post(self, data: dict[str, Any], slug: str, name: str) -> dict[str, Any]:
+        """Import mappings in bulk (all or nothing)
+
+        One transaction: if any entry cannot be stored (empty, too long, a user id twice),
+        the answer is 422 naming every such entry by its index, and nothing is imported.
+        """
+        with runtime.current().db.transaction() as session:
+            tenants.find(session, slug)
+            integration = integrations.find(session, name)
+            rows = enumerate(data["mappings"])
+            report = mappings.import_rows(session, integration, rows)
+            if report.rejected:  # the abort rolls the transaction back
+                invalid({"mappings": {index: [why] for index, why in report.rejected}})
+            return {
+                "created": report.created,
+                "updated": report.updated,
+                "unchanged": report.unchanged,
             }
 
 

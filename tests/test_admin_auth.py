@@ -37,7 +37,7 @@ def every_operation(flask_app) -> list[tuple[str, str]]:
 
 def test_the_admin_api_documents_all_its_operations(app):
     operations = every_operation(app)
-    assert len(operations) == 32
+    assert len(operations) == 35
     assert ("POST", "/admin/v1/tenants/acme/clients/broker/secret") in operations
 
 
