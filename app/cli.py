@@ -247,3 +247,42 @@ def mappings_import(slug: str, name: str, path: Path) -> None:
     finally:
         db.dispose()
     click.echo(f"{report.created} created, {report.updated} updated, {report.unchanged} unchanged")
+
+
+@main.command("admin")
+@click.argument("method", type=click.Choice(["GET", "POST", "PUT", "PATCH", "DELETE"]))
+@click.argument("path")
+@click.option("-d", "--data", help="JSON body; `@FILE` reads it from a file, `@-` from stdin.")
+def admin_command(method: str, path: str, data: str | None) -> None:
+    """Any operation of the admin API, in-process: `idbridge admin GET /tenants`.
+
+    PATH is relative to /admin/v1. The answer's JSON is printed; a 4xx or 5xx answer exits 1.
+    No server and no operator token are needed: the command runs with the store's own rights.
+    """
+    import json
+    import secrets
+
+    from app import create_app, runtime
+
+    if data and data.startswith("@"):
+        data = click.open_file(data[1:] or "-").read()
+    token = secrets.token_urlsafe(32)  # this process's own operator token, never stored
+    settings = _settings(admin_token=token)
+    _database(settings).dispose()  # migrated, as `serve` would
+    flask_app = create_app(settings)
+    try:
+        response = flask_app.test_client().open(
+            "/admin/v1/" + path.lstrip("/"),
+            method=method,
+            data=data,
+            content_type="application/json" if data else None,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    finally:
+        runtime.of(flask_app).db.dispose()
+    body = response.get_json(silent=True)
+    if body is not None:
+        click.echo(json.dumps(body, indent=2, default=str))
+    if response.status_code >= 400:
+        click.echo(f"error: HTTP {response.status_code}", err=True)
+        sys.exit(1)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from app import audit, integrations, mappings, runtime, signing, tenants
 from app.cli import main
 from app.schemas import IntegrationSchema, TenantSchema
+from tests.conftest import remember_secret
 
 
 @pytest.fixture
@@ -132,3 +133,21 @@ def test_the_scheduled_job_rotates_due_keys_once(app, env, settings):
     with rt.db.read() as session:
         tenants.find(session, "acme")
         assert len(signing.published(session)) == 2
+
+
+def test_every_admin_operation_is_on_the_command_line(app, env, tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(main, ["admin", "GET", "/tenants"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert [item["slug"] for item in json.loads(listed.stdout)["items"]] == ["acme"]
+    body = tmp_path / "client.json"
+    body.write_text('{"client_id": "reporting", "audiences": ["snowflake-prod"]}')
+    created = runner.invoke(
+        main, ["admin", "POST", "tenants/acme/clients", "-d", f"@{body}"], env=env
+    )
+    assert created.exit_code == 0, created.output
+    remember_secret(json.loads(created.stdout)["client_secret"])
+    duplicate = runner.invoke(
+        main, ["admin", "POST", "tenants/acme/clients", "-d", f"@{body}"], env=env
+    )
+    assert duplicate.exit_code == 1 and json.loads(duplicate.stdout)["code"] == 409
