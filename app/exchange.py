@@ -42,7 +42,7 @@ from app.oauth_errors import (
     UserNotProvisioned,
 )
 from app.runtime import Runtime
-from app.token_cache import CacheKey, TokenCache
+from app.token_cache import CacheKey, UpstreamTokenCache
 from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, VerifiedToken
 from app.upstream import Target, UpstreamRequest, UpstreamToken, handler_for
 
@@ -307,7 +307,7 @@ def issuer_of(rt: Runtime, slug: str) -> str:
 def exchange(
     rt: Runtime,
     validator: TokenValidator,
-    cache: TokenCache,
+    cache: UpstreamTokenCache,
     slug: str,
     credentials: ClientCredentials,
     request: ExchangeRequest,
@@ -419,7 +419,7 @@ def _decide(
     return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
 
 
-def _obtain(cache: TokenCache, decision: _Decision) -> tuple[UpstreamToken, bool]:
+def _obtain(cache: UpstreamTokenCache, decision: _Decision) -> tuple[UpstreamToken, bool]:
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
     return cache.get_or_obtain(decision.cache_key, lambda: handler.exchange(decision.request))

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app import exchange, signing, tenants
 from app.models import IssuedTokenRevocation, utcnow
 from app.runtime import Runtime
-from app.token_cache import TokenCache
+from app.token_cache import UpstreamTokenCache
 from app.tokens import LEEWAY
 
 INTROSPECTED_CLAIMS = ("sub", "aud", "iss", "exp", "iat", "nbf", "jti", "client_id", "scope", "scp")
@@ -71,7 +71,11 @@ def introspect(
 
 
 def revoke(
-    rt: Runtime, slug: str, credentials: exchange.ClientCredentials, token: str, cache: TokenCache
+    rt: Runtime,
+    slug: str,
+    credentials: exchange.ClientCredentials,
+    token: str,
+    cache: UpstreamTokenCache,
 ) -> None:
     """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache."""
     with rt.db.transaction() as session:

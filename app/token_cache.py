@@ -9,8 +9,10 @@ concurrent requests for one key, one calls the upstream and the others get its t
 Purges (``purge_user``, ``purge_grant``) run when access ends: from ``app.revocation.revoke``
 (logout, block, delete) and on grant revocation, both before the transaction commits and again
 after it does, so an exchange racing with the revocation cannot leave an entry behind. The
-cache lives in ``app.extensions`` (one per app, never module-level); Redis is the scale-out
-issue's, behind the same methods.
+cache lives in ``app.extensions`` (one per app, never module-level). Callers see the
+``UpstreamTokenCache`` protocol: this in-process ``TokenCache`` in single-instance mode, or
+``app.token_cache_redis.RedisTokenCache`` (shared, values sealed) when ``IDBRIDGE_REDIS_URL``
+is set, so every instance sees the others' entries and purges.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app import runtime
 from app.upstream import UpstreamToken
 
 EXTENSION = "idbridge.token_cache"
@@ -42,6 +45,26 @@ class CacheKey(NamedTuple):
     # the mapped identity: a changed mapping never gets the old identity's token, on any
     # process, even before a purge reaches it
     upstream_subject: str = ""
+
+
+def good_until(token: UpstreamToken, now: float) -> float:
+    """When a cached ``token`` stops being handed out: its expiry minus the margin."""
+    margin = min(MAX_MARGIN, max(0.0, token.expires_at - now) / 10)
+    return token.expires_at - margin
+
+
+class UpstreamTokenCache(Protocol):
+    """What callers use, in-process or in Redis."""
+
+    def get_or_obtain(
+        self, key: CacheKey, obtain: Callable[[], UpstreamToken]
+    ) -> tuple[UpstreamToken, bool]: ...
+
+    def purge_token(self, access_token: str) -> int: ...
+
+    def purge_user(self, tenant_id: int, subject: str) -> int: ...
+
+    def purge_grant(self, tenant_id: int, client_id: str, integration: str) -> int: ...
 
 
 class TokenCache:
@@ -77,12 +100,11 @@ class TokenCache:
                 if token is not None:
                     return token, True
             token = obtain()
-            now = self.clock()
-            margin = min(MAX_MARGIN, max(0.0, token.expires_at - now) / 10)
+            until = good_until(token, self.clock())
             with self._lock:
                 if len(self._entries) >= MAX_ENTRIES:
                     self._entries.clear()
-                self._entries[key] = (token, token.expires_at - margin)
+                self._entries[key] = (token, until)
                 self._locks.pop(key, None)
             return token, False
 
@@ -114,23 +136,31 @@ class TokenCache:
         )
 
 
-def init_app(flask_app: Flask) -> TokenCache:
-    cache = TokenCache()
+def init_app(flask_app: Flask) -> UpstreamTokenCache:
+    """Redis when ``redis_url`` is set (shared by all instances), else in-process."""
+    rt = runtime.of(flask_app)
+    cache: UpstreamTokenCache
+    if rt.settings.redis_url:
+        from app.token_cache_redis import RedisTokenCache
+
+        cache = RedisTokenCache.from_url(rt.settings.redis_url, rt.keyring)
+    else:
+        cache = TokenCache()
     flask_app.extensions[EXTENSION] = cache
     return cache
 
 
-def of(flask_app: Flask) -> TokenCache:
+def of(flask_app: Flask) -> UpstreamTokenCache:
     return flask_app.extensions[EXTENSION]
 
 
-def _current() -> TokenCache | None:
+def _current() -> UpstreamTokenCache | None:
     if not has_app_context():
         return None
     return current_app.extensions.get(EXTENSION)
 
 
-def _now_and_after_commit(session: Session, purge: Callable[[TokenCache], object]) -> None:
+def _now_and_after_commit(session: Session, purge: Callable[[UpstreamTokenCache], object]) -> None:
     cache = _current()
     if cache is None:
         return
@@ -154,6 +184,6 @@ def purge_grant_on(session: Session, tenant_id: int, client_id: str, integration
     )
 
 
-def of_current() -> TokenCache:
+def of_current() -> UpstreamTokenCache:
     """The cache of the app handling this request."""
     return current_app.extensions[EXTENSION]
