@@ -66,6 +66,14 @@ def configure(level: str, *logger_names: str) -> None:
         logger = logging.getLogger(name)
         logger.setLevel(level)
         logger.propagate = False
+        # gunicorn's own plain-text console handler would print every line a second time
+        logger.handlers = [
+            h
+            for h in logger.handlers
+            if getattr(h, "idbridge", False)
+            or not isinstance(h, logging.StreamHandler)
+            or h.stream not in (sys.stderr, sys.stdout)
+        ]
         if not any(getattr(h, "idbridge", False) for h in logger.handlers):
             handler = logging.StreamHandler(sys.stderr)
             handler.idbridge = True  # type: ignore[attr-defined]
