@@ -17,6 +17,7 @@ The first key of a tenant signs at once: no verifier can have cached a JWKS with
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -108,9 +109,16 @@ def signer(session: Session, keyring: Keyring, tenant: Tenant) -> Signer | None:
     for key in published(session, now):
         if key.activates_at <= now:
             pem = keyring.open(key.private_sealed, _context(tenant.id, key.kid))
-            private = serialization.load_pem_private_key(pem.encode(), password=None)
-            return Signer(kid=key.kid, algorithm=key.algorithm, private_key=private)
+            return Signer(kid=key.kid, algorithm=key.algorithm, private_key=_private_key(pem))
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _private_key(pem: str) -> Any:
+    """Parse a private key once per process: RSA parsing with its consistency checks costs
+    ~30 ms, more than the whole rest of an exchange (bench/). The PEM came out of an
+    authenticated seal (AES-GCM) and was made by idbridge, so it is the key that was stored."""
+    return serialization.load_pem_private_key(pem.encode(), password=None)
 
 
 def rotate(
