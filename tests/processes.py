@@ -72,3 +72,24 @@ def start(
         time.sleep(0.2)
     served.stop()
     raise RuntimeError(f"idbridge did not become ready: {served.stderr()}")
+
+
+def serve(workdir: Path, database_url: str, workers: int = 2, **env: str) -> Served:
+    """``idbridge serve`` on a free port with the tests' keys; ``env`` adds IDBRIDGE_* values
+    (given without the prefix, e.g. ``SMTP_URL=...``)."""
+    from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+
+    port = free_port()
+    settings = {
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": SECRET_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "INSTANCE_PATH": str(workdir / "instance"),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+    } | env
+    return start(
+        ["serve", "--port", str(port), "--workers", str(workers)],
+        {f"IDBRIDGE_{name}": value for name, value in settings.items()},
+        workdir,
+        port,
+    )

@@ -12,7 +12,7 @@ from app import tenancy, tenants
 from app.database import Database
 from app.models import User
 from tests import processes
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY, empty_tables, make_settings
+from tests.conftest import ADMIN_TOKEN, empty_tables, make_settings
 from tests.idp import IdentityProviderServer
 
 
@@ -27,19 +27,7 @@ def served(tmp_path, database_url, idp):
     tenancy.install()  # no app in this process: the tenancy guard stamps the rows we write
     db = Database(make_settings(tmp_path, database_url=database_url))
     empty_tables(db)
-    port = processes.free_port()
-    server = processes.start(
-        ["serve", "--port", str(port), "--workers", "2"],
-        {
-            "IDBRIDGE_DATABASE_URL": database_url,
-            "IDBRIDGE_SECRET_KEY": SECRET_KEY,
-            "IDBRIDGE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "IDBRIDGE_INSTANCE_PATH": str(tmp_path / "instance"),
-            "IDBRIDGE_ALLOW_PRIVATE_URLS": "true",
-        },
-        tmp_path,
-        port,
-    )
+    server = processes.serve(tmp_path, database_url, ALLOW_PRIVATE_URLS="true")
     try:
         created = requests.post(
             server.base_url + "/admin/v1/tenants",

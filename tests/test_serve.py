@@ -15,18 +15,7 @@ from tests.conftest import ADMIN_TOKEN, SECRET_KEY, remember_secret
 
 @pytest.fixture
 def served(tmp_path, database_url):
-    port = processes.free_port()
-    server = processes.start(
-        ["serve", "--port", str(port), "--workers", "2"],
-        {
-            "IDBRIDGE_DATABASE_URL": database_url,
-            "IDBRIDGE_SECRET_KEY": SECRET_KEY,
-            "IDBRIDGE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "IDBRIDGE_INSTANCE_PATH": str(tmp_path / "instance"),
-        },
-        tmp_path,
-        port,
-    )
+    server = processes.serve(tmp_path, database_url)
     yield server
     server.stop()
 

@@ -12,7 +12,7 @@ import requests
 
 from app import create_app, runtime
 from tests import processes
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY, empty_tables, make_settings
+from tests.conftest import empty_tables, make_settings
 from tests.webhook_support import add_user, link_in, make_tenant, running_smtp, sign
 
 
@@ -37,22 +37,8 @@ def test_each_operation_end_to_end_on_a_served_idbridge(tmp_path, database_url, 
     add_user(setup, "acme", "00u1", "Ada@Example.com", customer="C-1")
     runtime.of(setup).db.dispose()
 
-    port = processes.free_port()
-    base = f"http://127.0.0.1:{port}"
-    served = processes.start(
-        ["serve", "--port", str(port), "--workers", "2"],
-        {
-            "IDBRIDGE_DATABASE_URL": database_url,
-            "IDBRIDGE_SECRET_KEY": SECRET_KEY,
-            "IDBRIDGE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "IDBRIDGE_INSTANCE_PATH": str(tmp_path / "instance"),
-            "IDBRIDGE_PUBLIC_URL": base,
-            "IDBRIDGE_SMTP_URL": smtp.url,
-            "IDBRIDGE_OUTBOX_INTERVAL": "0.3",
-        },
-        tmp_path,
-        port,
-    )
+    served = processes.serve(tmp_path, database_url, SMTP_URL=smtp.url, OUTBOX_INTERVAL="0.3")
+    base = served.base_url
 
     def call(operation: str, payload: dict, webhook_id: str | None = None) -> requests.Response:
         body = json.dumps(payload)
