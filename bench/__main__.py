@@ -29,24 +29,19 @@ import base64
 import json
 import os
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from app.server import gunicorn_options
 from app.settings import Settings
 from bench import seed
+from bench.common import Process, describe_options, free_port, percentile, start
 from bench.idp import BenchIdentityProvider
 from bench.load import RoundResult, Send, run_round
 
@@ -55,67 +50,6 @@ RESULTS = ROOT / "bench" / "results"
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 WARMUP = 50
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
-
-
-def start(name: str, args: list[str], env: dict[str, str], ready_url: str, folder: Path) -> Process:
-    log = folder / f"{name}.log"
-    with log.open("wb") as out:
-        popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, "-m", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    process = Process(name, popen, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"{name} exited with {popen.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(ready_url, timeout=1).status_code == 200:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    process.stop()
-    raise RuntimeError(f"{name} did not become ready: {log.read_text()[-2000:]}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
-def describe_options(workers: int) -> dict[str, Any]:
-    options = gunicorn_options("127.0.0.1", 0, workers)
-    options.pop("bind")
-    return {k: (v.__name__ if callable(v) else v) for k, v in options.items()}
 
 
 def parse_args() -> argparse.Namespace:
