@@ -22,12 +22,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     flask_app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
 
     from admin import init_app as init_admin
-    from app import api, logs, observability, runtime
+    from app import api, forwarded, logs, observability, runtime
     from oauth import init_app as init_oauth
     from scim import init_app as init_scim
     from webhooks import init_app as init_webhooks
 
     logs.init_app(flask_app, settings)
+    forwarded.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
     observability.init_app(flask_app)
     api.init_app(flask_app)

@@ -6,7 +6,7 @@ transaction, under a unique constraint: a concurrent second delivery of the same
 the first transaction (PostgreSQL's unique index, SQLite's write lock) and then finds the
 recorded response instead of running the operation again. A response that says "try again"
 (503) is not recorded: the transaction rolls back entirely and a retry runs afresh. Keys are
-remembered for 24 hours (``app.outbox.purge`` deletes older ones; an older one found here is
+remembered for 24 hours (``app.jobs.cleanup`` deletes older ones; an older one found here is
 treated as new).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +26,8 @@ from app import tenants
 from app.database import Database
 from app.errors import DomainError, StoreUnavailable
 from app.models import Tenant, WebhookDelivery, utcnow
-from app.outbox import KEEP_DELIVERIES
+
+KEEP_DELIVERIES = timedelta(hours=24)  # webhook ids are remembered this long (CONTRACT §1)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ and which has no key waiting to activate, it calls ``signing.rotate`` (publish n
 ``PUBLISH_LEAD``, retire the old key once its tokens have expired). It takes settings, not
 objects, opens its own store, and runs synchronously in tests. Each tenant is rotated in its
 own transaction with the tenant row locked, so two instances running the job at once rotate a
-tenant once. ``start`` runs it hourly in a background scheduler: ``idbridge serve`` starts one
-in the gunicorn master (one per instance, not per worker).
+tenant once. ``app.jobs`` runs it hourly, on one instance at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from app import signing, tenancy
@@ -56,18 +54,3 @@ def rotate_due_keys(settings: Settings, max_age: timedelta = MAX_KEY_AGE) -> lis
     finally:
         db.dispose()
     return rotated
-
-
-def start(settings: Settings) -> BackgroundScheduler:
-    scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(
-        rotate_due_keys,
-        "interval",
-        args=[settings],
-        seconds=int(CHECK_EVERY.total_seconds()),
-        id="rotate-signing-keys",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.start()
-    return scheduler

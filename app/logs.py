@@ -126,6 +126,7 @@ def _finish(response: Response) -> Response:
         extra={
             "method": request.method,
             "path": request.path,  # never the query string: it may carry a token
+            "client": request.remote_addr,  # the proxy's peer only if trusted (app.forwarded)
             "status": response.status_code,
             "duration_ms": round(
                 (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2

@@ -519,3 +519,14 @@ class IssuedTokenRevocation(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     jti: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class JobLease(Base):
+    """Which instance runs a scheduled job (``app.jobs``) and until when: the lease that makes
+    a job run once across instances and lets another instance take over from a dead holder."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column()

@@ -12,8 +12,8 @@ lease ahead and commits; the sending happens outside any transaction, then a sec
 transaction records the outcome. Two workers therefore never send one message at once, and
 a worker that dies mid-send leaves the message to be retried when its lease ends.
 
-``start`` runs ``run_jobs`` every ``IDBRIDGE_OUTBOX_INTERVAL`` seconds on an APScheduler
-background thread inside each ``idbridge serve`` worker; tests call ``send_due`` directly.
+``app.jobs`` runs ``send_due`` every ``IDBRIDGE_OUTBOX_INTERVAL`` seconds on one instance at
+a time; tests call ``send_due`` directly.
 """
 
 from __future__ import annotations
@@ -23,26 +23,21 @@ import logging
 import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import connectors, mail, runtime, tenancy
+from app import connectors, mail, tenancy
 from app.errors import NotFound
-from app.models import EmailToken, OutboxMessage, Tenant, WebhookDelivery, utcnow
+from app.models import OutboxMessage, Tenant, utcnow
 from app.runtime import Runtime
-
-if TYPE_CHECKING:
-    from apscheduler.schedulers.background import BackgroundScheduler
 
 LEASE = timedelta(minutes=5)
 FIRST_RETRY = timedelta(seconds=30)
 LONGEST_RETRY = timedelta(hours=1)
 MAX_ATTEMPTS = 15
-KEEP_DELIVERIES = timedelta(hours=24)
 MAIL = "mail"
 CONNECTOR_PREFIX = "connector:"
 log = logging.getLogger("idbridge.outbox")
@@ -230,51 +225,3 @@ def _record(rt: Runtime, message: _Claimed, outcome: str, error: str, now: datet
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-
-
-def purge(rt: Runtime, now: datetime | None = None) -> None:
-    """Forget webhook ids older than 24 hours (CONTRACT §1) and link tokens no longer usable."""
-    now = now or utcnow()
-    with rt.db.transaction() as session:
-        tenancy.cross_tenant(session)
-        session.execute(
-            delete(WebhookDelivery)
-            .where(WebhookDelivery.created_at < now - KEEP_DELIVERIES)
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            delete(EmailToken)
-            .where(EmailToken.expires_at < now - KEEP_DELIVERIES)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def run_jobs(rt: Runtime) -> None:
-    """One run of the background job: deliver what is due, then purge. Never raises."""
-    try:
-        send_due(rt)
-        purge(rt)
-    except Exception:  # the scheduler thread must survive a database outage
-        log.exception("outbox run failed; the next run tries again")
-
-
-def start(flask_app: Flask) -> BackgroundScheduler | None:
-    """Start the outbox job in this process (``idbridge serve`` workers); None when off."""
-    rt = runtime.of(flask_app)
-    if rt.settings.outbox_interval <= 0:
-        return None
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    scheduler = BackgroundScheduler(daemon=True)
-    scheduler.add_job(
-        run_jobs,
-        "interval",
-        args=[rt],
-        seconds=rt.settings.outbox_interval,
-        max_instances=1,
-        coalesce=True,
-        next_run_time=utcnow(),
-    )
-    scheduler.start()
-    flask_app.extensions["idbridge.outbox"] = scheduler
-    return scheduler

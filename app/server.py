@@ -1,7 +1,8 @@
 """``idbridge serve``: migrate, then run the app under gunicorn (its documented embedding API).
 
 The master process migrates once before forking; each worker builds its own app (and so its
-own engine and pool) after the fork, never sharing a connection across processes. Prometheus'
+own engine and pool) after the fork, never sharing a connection across processes. The
+scheduled jobs (``app.jobs``) run in the master, and run once across instances. Prometheus'
 multiprocess mode is switched on so ``/metrics`` adds up every worker.
 """
 
@@ -39,11 +40,9 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from app import create_app, outbox
+        from app import create_app
 
-        flask_app = create_app(self.settings)
-        outbox.start(flask_app)  # in each worker, after the fork: mail and IdP calls
-        return flask_app
+        return create_app(self.settings)
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -65,7 +64,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict[str, Any]:
         "accesslog": None,  # idbridge writes its own JSON access line, without query strings
         "loglevel": "warning",
         "child_exit": _child_exit,
-        "forwarded_allow_ips": "127.0.0.1",
+        "forwarded_allow_ips": "",  # app.forwarded decides, from IDBRIDGE_TRUSTED_PROXIES
     }
 
 
@@ -80,9 +79,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     jobs: list[Any] = []
 
     def start_jobs(_arbiter: Any) -> None:
-        from app import key_rotation
+        from app import jobs as scheduled_jobs
 
-        jobs.append(key_rotation.start(settings))  # in the master: one per instance
+        jobs.append(scheduled_jobs.start(settings))  # in the master; a lease picks one instance
 
     def stop_jobs(_arbiter: Any) -> None:
         for scheduler in jobs:

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,8 +83,14 @@ class Settings:
     outbox_interval: float = _setting(
         15.0,
         "Seconds between two runs of the outbox job (mail and identity-provider calls waiting "
-        "to be sent) in each `idbridge serve` worker; 0 turns the job off. `create_app` alone "
-        "never starts it.",
+        "to be sent), run by one `idbridge serve` instance at a time; 0 turns the job off. "
+        "`create_app` alone never starts it.",
+    )
+    trusted_proxies: str = _setting(
+        "",
+        "Comma-separated addresses or networks (`10.0.0.5, 10.1.0.0/16`) of the reverse "
+        "proxies whose `X-Forwarded-For`/`-Proto`/`-Host`/`-Port`/`-Prefix` headers are "
+        "believed (one proxy hop). Unset: no forwarded header from anyone is believed.",
     )
 
     @classmethod
@@ -164,7 +171,20 @@ class Settings:
             raise SettingsError("IDBRIDGE_JWKS_MAX_STALE must be between 0 and 86400 seconds")
         if not 0 <= self.outbox_interval <= 3600:
             raise SettingsError("IDBRIDGE_OUTBOX_INTERVAL must be between 0 and 3600 seconds")
+        try:
+            self.proxy_networks()
+        except ValueError:
+            raise SettingsError(
+                "IDBRIDGE_TRUSTED_PROXIES must be comma-separated IP addresses or networks, "
+                "e.g. 10.0.0.5, 10.1.0.0/16"
+            ) from None
         return dataclasses.replace(self, **changes)
+
+    def proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        """``trusted_proxies`` parsed (``ValueError`` on a bad entry)."""
+        return [
+            ip_network(part.strip()) for part in self.trusted_proxies.split(",") if part.strip()
+        ]
 
     @property
     def is_sqlite(self) -> bool:

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 from sqlalchemy import select
 
-from app import outbox, runtime, tenants, users
+from app import jobs, outbox, runtime, tenants, users
 from app.models import EmailToken, OutboxMessage
 from tests.conftest import make_settings, remember_secret
 from tests.webhook_support import (
@@ -270,7 +270,7 @@ def test_the_scheduler_sends_in_the_background(tmp_path, database_url, smtp):
     add_user(flask_app, "acme", "00u1", "ada@example.com")
     response = signed(flask_app.test_client(), acme, "send-verification-email", {"id": "00u1"})
     assert response.status_code == 202
-    scheduler = outbox.start(flask_app)
+    scheduler = jobs.start(settings)
     try:
         deadline = time.monotonic() + 15
         while not smtp.messages and time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from standardwebhooks import Webhook
 
-from app import outbox, revocation, runtime, tenants, users
+from app import jobs, revocation, runtime, tenants, users
 from app.models import OutboxMessage, WebhookDelivery
 from tests.webhook_support import (
     add_secret,
@@ -305,7 +305,7 @@ def test_an_id_older_than_24_hours_is_forgotten(client, app, acme):
         row.created_at = datetime.now(UTC) - timedelta(hours=25)
     retry = signed(client, acme, "delete", {"id": "00u1abcd"}, webhook_id="msg_old")
     assert retry.status_code == 204  # run afresh, not the old 200
-    outbox.purge(runtime.of(app))
+    jobs.cleanup(runtime.of(app))
     with runtime.of(app).db.read() as session:
         tenants.find(session, "acme")
         assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
