@@ -1,13 +1,13 @@
 """Scheduled jobs that run once across instances: outbox sending, key rotation, cleanup.
 
-Every ``idbridge serve`` instance runs the same APScheduler jobs (``start``, in the gunicorn
-master), and a lease row per job in the shared database decides which instance does a run:
+Every ``idbridge serve`` worker of every instance schedules the same APScheduler jobs
+(``start``), and a lease row per job in the shared database decides which one does a run:
 ``take`` claims the job in one transaction (the row locked ``FOR UPDATE`` on PostgreSQL, the
 write lock of ``BEGIN IMMEDIATE`` on SQLite; two instances inserting the first row at once
 meet on the primary key and one loses). A run holds the lease for at most ``Job.hold``; when it
 ends, the lease is kept until the next run is due, so the job runs once per interval across
-the fleet, whichever instance ticks first. An instance that dies mid-run frees the job when
-its ``hold`` ends, and another instance takes over.
+the fleet, whichever worker ticks first. A worker or instance that dies mid-run frees the job
+when its ``hold`` ends, and another takes over.
 
 Why a lease table and not PostgreSQL advisory locks: advisory locks do not exist on SQLite,
 are tied to one pooled connection (lost, or worse kept, with it; unusable behind a pgbouncer
@@ -15,8 +15,8 @@ in transaction mode), and say nothing about when a job last ran. A lease row wor
 both stores and shows the operator who holds what (``SELECT * FROM job_leases``). The times
 are the instances' clocks: keep them in sync (NTP); the holds are minutes, far above any skew.
 
-Jobs take settings, open their own store for each run and dispose of it after (never a pool
-that a forked worker could inherit mid-use), and never raise into the scheduler thread.
+Jobs take settings, open their own store for each run and dispose of it after, and never raise
+into the scheduler thread.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def scheduled(settings: Settings) -> list[Job]:
 
 
 def start(settings: Settings) -> BackgroundScheduler:
-    """Schedule every job in this process (``idbridge serve``: the gunicorn master)."""
+    """Schedule every job in this process (``idbridge serve``: each gunicorn worker)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

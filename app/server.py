@@ -1,9 +1,11 @@
 """``idbridge serve``: migrate, then run the app under gunicorn (its documented embedding API).
 
 The master process migrates once before forking; each worker builds its own app (and so its
-own engine and pool) after the fork, never sharing a connection across processes. The
-scheduled jobs (``app.jobs``) run in the master, and run once across instances. Prometheus'
-multiprocess mode is switched on so ``/metrics`` adds up every worker.
+own engine and pool) after the fork, never sharing a connection across processes. Each worker
+also schedules the background jobs (``app.jobs``), whose lease runs each once across all
+workers and instances: the master starts no thread, so a fork never copies one mid-work (a
+half-configured SQLAlchemy mapper, a lock, a connection). Prometheus' multiprocess mode is
+switched on so ``/metrics`` adds up every worker.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from app import create_app
+        from app import create_app, jobs
 
-        return create_app(self.settings)
+        flask_app = create_app(self.settings)
+        jobs.start(self.settings)  # in each worker, after the fork; a lease picks one to run
+        return flask_app
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -76,21 +80,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     # prometheus-client picks its value store when first imported; pick again now that the
     # multiprocess folder is set, before any worker creates a metric.
     prometheus_values.ValueClass = prometheus_values.get_value_class()
-    jobs: list[Any] = []
-
-    def start_jobs(_arbiter: Any) -> None:
-        from app import jobs as scheduled_jobs
-
-        jobs.append(scheduled_jobs.start(settings))  # in the master; a lease picks one instance
-
-    def stop_jobs(_arbiter: Any) -> None:
-        for scheduler in jobs:
-            scheduler.shutdown(wait=False)
-
-    options = gunicorn_options(host, port, workers) | {
-        "when_ready": start_jobs,
-        "on_exit": stop_jobs,
-    }
+    options = gunicorn_options(host, port, workers)
     try:
         _Gunicorn(settings, options).run()
     finally:

@@ -44,11 +44,10 @@ class Served:
                 self.process.wait(timeout=5)
 
 
-def start(
-    args: list[str], env: Mapping[str, str], workdir: Path, port: int, timeout: float = 30.0
-) -> Served:
-    """Run ``idbridge ARGS`` (``python -m app``) and wait until ``/readyz`` answers 200."""
+def launch(args: list[str], env: Mapping[str, str], workdir: Path, port: int) -> Served:
+    """Run ``idbridge ARGS`` (``python -m app``) without waiting for it."""
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
+    workdir.mkdir(parents=True, exist_ok=True)
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
     process = subprocess.Popen(
         [sys.executable, "-m", "app", *args],
@@ -59,11 +58,17 @@ def start(
         stderr=err.open("w"),
         stdin=subprocess.DEVNULL,
     )
-    served = Served(process, f"http://127.0.0.1:{port}", out, err)
+    return Served(process, f"http://127.0.0.1:{port}", out, err)
+
+
+def wait_ready(served: Served, timeout: float = 30.0) -> Served:
+    """Wait until ``/readyz`` answers 200; stop the process and raise if it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"idbridge exited with {process.returncode}: {served.stderr()}")
+        if served.process.poll() is not None:
+            raise RuntimeError(
+                f"idbridge exited with {served.process.returncode}: {served.stderr()}"
+            )
         try:
             if requests.get(served.base_url + "/readyz", timeout=1).status_code == 200:
                 return served
@@ -74,9 +79,19 @@ def start(
     raise RuntimeError(f"idbridge did not become ready: {served.stderr()}")
 
 
-def serve(workdir: Path, database_url: str, workers: int = 2, **env: str) -> Served:
+def start(
+    args: list[str], env: Mapping[str, str], workdir: Path, port: int, timeout: float = 30.0
+) -> Served:
+    """Run ``idbridge ARGS`` (``python -m app``) and wait until ``/readyz`` answers 200."""
+    return wait_ready(launch(args, env, workdir, port), timeout)
+
+
+def serve(
+    workdir: Path, database_url: str, workers: int = 2, wait: bool = True, **env: str
+) -> Served:
     """``idbridge serve`` on a free port with the tests' keys; ``env`` adds IDBRIDGE_* values
-    (given without the prefix, e.g. ``SMTP_URL=...``)."""
+    (given without the prefix, e.g. ``SMTP_URL=...``). ``wait=False``: return at once (start
+    several together, then ``wait_ready`` each)."""
     from tests.conftest import ADMIN_TOKEN, SECRET_KEY
 
     port = free_port()
@@ -87,9 +102,10 @@ def serve(workdir: Path, database_url: str, workers: int = 2, **env: str) -> Ser
         "INSTANCE_PATH": str(workdir / "instance"),
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
     } | env
-    return start(
+    served = launch(
         ["serve", "--port", str(port), "--workers", str(workers)],
         {f"IDBRIDGE_{name}": value for name, value in settings.items()},
         workdir,
         port,
     )
+    return wait_ready(served) if wait else served
