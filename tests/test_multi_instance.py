@@ -9,6 +9,7 @@ answers or no ``redis-server`` is installed (the module starts its own Redis).
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -211,6 +212,28 @@ def test_a_signing_key_rotated_on_a_is_published_by_b(pair):
     for _ in range(4):
         published = requests.get(pair.b.base_url + "/t/acme/jwks.json", timeout=10).json()
         assert kid in [key["kid"] for key in published["keys"]]
+
+
+def test_forwarded_headers_from_an_untrusted_peer_change_nothing_under_gunicorn(pair):
+    request_id = uuid.uuid4().hex
+    spoofed = {
+        "X-Forwarded-For": "203.0.113.66",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+        "X-Request-Id": request_id,
+    }
+    answer = requests.get(
+        pair.a.base_url + "/t/acme/.well-known/openid-configuration", headers=spoofed, timeout=10
+    )
+    assert answer.status_code == 200
+    assert answer.json()["issuer"] == f"{PUBLIC_URL}/t/acme"
+    assert answer.json()["jwks_uri"].startswith(f"{PUBLIC_URL}/t/acme/")
+    logged = [
+        json.loads(line)
+        for line in pair.a.stderr().splitlines()
+        if line.startswith("{") and request_id in line
+    ]
+    assert [line["client"] for line in logged if "status" in line] == ["127.0.0.1"]
 
 
 def _terminate_connections(server_url: str, database_url: str) -> int:
