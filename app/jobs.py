@@ -15,7 +15,7 @@ in transaction mode), and say nothing about when a job last ran. A lease row wor
 both stores and shows the operator who holds what (``SELECT * FROM job_leases``). The times
 are the instances' clocks: keep them in sync (NTP); the holds are minutes, far above any skew.
 
-Jobs take settings, open their own store for each run and dispose of it after, and never raise
+Jobs run with the worker's runtime (its settings, keys and connection pool) and never raise
 into the scheduler thread.
 """
 
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, update
 
 from app import key_rotation, outbox, tenancy
-from app.crypto import Keyring
 from app.database import Database
 from app.errors import Conflict
 from app.idempotency import KEEP_DELIVERIES
@@ -94,9 +93,8 @@ def finish(db: Database, name: str, owner: str, until: datetime) -> None:
         )
 
 
-def run(settings: Settings, job: Job, owner: str) -> bool:
-    """One tick of ``job`` on this instance: run it if the lease is free; never raises."""
-    rt = Runtime(settings, Database(settings), Keyring(settings.secret_key))
+def run(rt: Runtime, job: Job, owner: str) -> bool:
+    """One tick of ``job`` in this process: run it if the lease is free; never raises."""
     try:
         started = utcnow()
         if not take(rt.db, job.name, owner, job.hold, started):
@@ -109,8 +107,6 @@ def run(settings: Settings, job: Job, owner: str) -> bool:
     except Exception:  # the scheduler thread must survive a database outage
         log.exception("job %s failed; the next run tries again", job.name)
         return False
-    finally:
-        rt.db.dispose()
 
 
 def cleanup(rt: Runtime, now: datetime | None = None) -> None:
@@ -152,17 +148,18 @@ def scheduled(settings: Settings) -> list[Job]:
     return jobs
 
 
-def start(settings: Settings) -> BackgroundScheduler:
-    """Schedule every job in this process (``idbridge serve``: each gunicorn worker)."""
+def start(rt: Runtime) -> BackgroundScheduler:
+    """Schedule every job in this process (``idbridge serve``: each gunicorn worker, with the
+    worker's own runtime and pool)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
-    for job in scheduled(settings):
+    for job in scheduled(rt.settings):
         scheduler.add_job(
             run,
             "interval",
-            args=[settings, job, owner],
+            args=[rt, job, owner],
             seconds=job.every.total_seconds(),
             id=job.name,
             max_instances=1,

@@ -42,10 +42,10 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from app import create_app, jobs
+        from app import create_app, jobs, runtime
 
         flask_app = create_app(self.settings)
-        jobs.start(self.settings)  # in each worker, after the fork; a lease picks one to run
+        jobs.start(runtime.of(flask_app))  # in each worker, after the fork; a lease picks one
         return flask_app
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app import jobs, runtime, tenancy
+from app.crypto import Keyring
 from app.database import Database
 from app.models import (
     ClientAssertionUse,
@@ -26,6 +27,7 @@ from app.models import (
     WebhookDelivery,
     utcnow,
 )
+from app.runtime import Runtime
 from tests.conftest import SECRET_KEY, make_settings
 from tests.webhook_support import make_tenant
 
@@ -36,22 +38,31 @@ def _job(runs: list[str], owner: str) -> jobs.Job:
     return jobs.Job(f"test-{uuid.uuid4().hex[:8]}", HOUR, HOUR, lambda _rt: runs.append(owner))
 
 
-def test_instances_ticking_at_once_run_the_job_once(tmp_path, database_url):
+def _runtime(tmp_path, database_url) -> Runtime:
     settings = make_settings(tmp_path, database_url=database_url)
+    return Runtime(settings, Database(settings), Keyring(settings.secret_key))
+
+
+def test_instances_ticking_at_once_run_the_job_once(tmp_path, database_url):
+    runtimes = [_runtime(tmp_path, database_url) for _ in range(4)]  # one store each
     runs: list[str] = []
     job = _job(runs, "")
     barrier = threading.Barrier(4)
     answers: list[bool] = []
 
-    def tick(owner: str) -> None:
+    def tick(rt: Runtime, owner: str) -> None:
         barrier.wait(timeout=10)
-        answers.append(jobs.run(settings, jobs.Job(job.name, HOUR, HOUR, job.work), owner))
+        answers.append(jobs.run(rt, job, owner))
 
-    threads = [threading.Thread(target=tick, args=(f"instance-{n}",)) for n in range(4)]
+    threads = [
+        threading.Thread(target=tick, args=(rt, f"instance-{n}")) for n, rt in enumerate(runtimes)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    for rt in runtimes:
+        rt.db.dispose()
     assert sorted(answers) == [False, False, False, True]
     assert len(runs) == 1
 
@@ -74,20 +85,18 @@ def test_the_lease_is_kept_until_the_next_run_is_due(tmp_path, database_url):
 _HOLDER = """
 import pathlib, sys, time
 from datetime import timedelta
-from app import jobs
-from app.settings import Settings
+from app import create_app, jobs, runtime
 
 def work(_rt):
     pathlib.Path(sys.argv[1]).write_text("running")
     time.sleep(120)
 
-jobs.run(Settings.load(), jobs.Job(sys.argv[2], timedelta(hours=1), timedelta(minutes=10), work),
-         "doomed-instance")
+job = jobs.Job(sys.argv[2], timedelta(hours=1), timedelta(minutes=10), work)
+jobs.run(runtime.of(create_app()), job, "doomed-instance")
 """
 
 
 def test_a_holder_killed_mid_job_frees_it_when_its_hold_ends(tmp_path, database_url):
-    settings = make_settings(tmp_path, database_url=database_url)
     name, marker = f"test-{uuid.uuid4().hex[:8]}", tmp_path / "running"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")} | {
         "IDBRIDGE_DATABASE_URL": database_url,
@@ -107,16 +116,16 @@ def test_a_holder_killed_mid_job_frees_it_when_its_hold_ends(tmp_path, database_
         holder.wait(timeout=10)
     runs: list[str] = []
     survivor = jobs.Job(name, HOUR, timedelta(minutes=10), lambda _rt: runs.append("survivor"))
-    assert not jobs.run(settings, survivor, "survivor")  # the dead holder's hold still runs
-    assert runs == []
-    db = Database(settings)
+    rt = _runtime(tmp_path, database_url)
     try:
+        assert not jobs.run(rt, survivor, "survivor")  # the dead holder's hold still runs
+        assert runs == []
         later = utcnow() + timedelta(minutes=10, seconds=1)
-        assert jobs.take(db, name, "survivor", survivor.hold, later)  # its hold ended: taken over
-        with db.read() as session:
+        assert jobs.take(rt.db, name, "survivor", survivor.hold, later)  # its hold ended
+        with rt.db.read() as session:
             assert session.get(JobLease, name).owner == "survivor"
     finally:
-        db.dispose()
+        rt.db.dispose()
 
 
 def test_cleanup_deletes_expired_rows_and_keeps_live_ones(app):

@@ -104,14 +104,14 @@ def pair(tmp_path_factory, postgres_server) -> Iterator[Pair]:
         env = {
             "REDIS_URL": redis_url,
             "SMTP_URL": smtp.url,
-            "OUTBOX_INTERVAL": "0.3",
+            "OUTBOX_INTERVAL": "1",
             "ALLOW_PRIVATE_URLS": "true",
             "PUBLIC_URL": PUBLIC_URL,
         }
         for name in ("a", "b"):
             started.append(processes.serve(workdir / name, database_url, wait=False, **env))
         for served in started:
-            processes.wait_ready(served)
+            processes.wait_ready(served, timeout=90)  # a loaded CI machine boots slowly
         mapped = requests.put(
             started[0].base_url
             + "/admin/v1/tenants/acme/integrations/snowflake-prod/mappings/00u1",
@@ -332,7 +332,7 @@ def test_instances_starting_at_once_on_an_empty_database_migrate_it_once(tmp_pat
     ]
     try:
         for served in started:
-            processes.wait_ready(served)
+            processes.wait_ready(served, timeout=90)  # a loaded CI machine boots slowly
         db = Database(make_settings(tmp_path, database_url=database_url))
         try:
             with db.engine.connect() as connection:

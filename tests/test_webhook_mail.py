@@ -270,7 +270,7 @@ def test_the_scheduler_sends_in_the_background(tmp_path, database_url, smtp):
     add_user(flask_app, "acme", "00u1", "ada@example.com")
     response = signed(flask_app.test_client(), acme, "send-verification-email", {"id": "00u1"})
     assert response.status_code == 202
-    scheduler = jobs.start(settings)
+    scheduler = jobs.start(runtime.of(flask_app))
     try:
         deadline = time.monotonic() + 15
         while not smtp.messages and time.monotonic() < deadline:
