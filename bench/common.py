@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from flask import Flask
+from gunicorn.app.base import BaseApplication
 
 from app.server import gunicorn_options
 
@@ -78,3 +81,35 @@ def describe_options(workers: int) -> dict[str, Any]:
     options = gunicorn_options("127.0.0.1", 0, workers)
     options.pop("bind")
     return {k: (v.__name__ if callable(v) else v) for k, v in options.items()}
+
+
+def worker_rss_mb(master_pid: int) -> float:
+    """Mean resident memory (VmRSS, /proc) of a gunicorn master's worker processes, in MB."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    sizes = []
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+class AppServer(BaseApplication):  # type: ignore[misc]
+    """A Flask app under ``gunicorn_options`` (what ``idbridge serve`` runs): the baselines
+    are served exactly like idbridge. ``factory`` runs in each worker."""
+
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.factory()
+
+
+def serve(factory: Callable[[], Flask], port: int, workers: int) -> None:
+    AppServer(factory, gunicorn_options("127.0.0.1", port, workers)).run()
