@@ -37,6 +37,7 @@ def _models() -> tuple[type, type]:
     class PeerToken(Base, OAuth2TokenMixin):
         __tablename__ = "authlib_peer_tokens"
         id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        user_id: Mapped[int | None] = mapped_column(Integer)  # none: client credentials
 
     return PeerClient, PeerToken
 

@@ -44,7 +44,16 @@ class Process:
                 self.popen.wait(timeout=5)
 
 
-def start(name: str, args: list[str], env: dict[str, str], ready_url: str, folder: Path) -> Process:
+def start(
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    folder: Path,
+    ready_status: int | None = 200,
+) -> Process:
+    """Start ``python -m *args``; ready when ``ready_url`` answers ``ready_status`` (any
+    status when ``None``)."""
     log = folder / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -61,7 +70,8 @@ def start(name: str, args: list[str], env: dict[str, str], ready_url: str, folde
         if popen.poll() is not None:
             raise RuntimeError(f"{name} exited with {popen.returncode}: {log.read_text()[-2000:]}")
         try:
-            if requests.get(ready_url, timeout=1).status_code == 200:
+            status = requests.get(ready_url, timeout=1).status_code
+            if ready_status is None or status == ready_status:
                 return process
         except requests.RequestException:
             pass

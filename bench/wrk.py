@@ -62,7 +62,7 @@ def _lua(value: str) -> str:
 
 def script(request: Request) -> str:
     lines = [f"wrk.method = {_lua(request.method)}", f"wrk.body = {_lua(request.body)}"]
-    lines += [f"wrk.headers[{_lua(k)}] = {_lua(v)}" for k, v in request.headers.items()]
+    lines += [f"wrk.headers[ {_lua(k)} ] = {_lua(v)}" for k, v in request.headers.items()]
     return "\n".join(lines) + "\n" + DONE
 
 
@@ -92,7 +92,10 @@ def run(request: Request, seconds: float, connections: int, threads: int = 2) ->
         )
     finally:
         lua.unlink()
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    lines = [line for line in completed.stdout.splitlines() if line.startswith('{"requests"')]
+    if not lines:
+        raise RuntimeError(f"wrk printed no summary: {completed.stdout[-1000:]}")
+    summary = json.loads(lines[-1])
     errors = summary["status_errors"] + summary["socket_errors"]
     samples = [f"wrk: {errors} non-2xx/3xx or socket errors"] if errors else []
     return WrkResult(
