@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import importlib.util
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +51,14 @@ from standardwebhooks import Webhook
 
 from app.settings import Settings
 from bench import authlib_peer, chart, seed, wrk
-from bench.common import Process, describe_options, free_port, start, worker_rss_mb
+from bench.common import (
+    Process,
+    children,
+    describe_options,
+    free_port,
+    start,
+    worker_rss_mb,
+)
 from bench.idp import AUDIENCE, BenchIdentityProvider
 from bench.load import Send, run_round
 
@@ -109,6 +118,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8, help="client connections")
     parser.add_argument("--time-cap", type=float, default=60.0, help="s per Python round, max")
     parser.add_argument("--python-only", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record one idbridge worker during each idbridge scenario's first round",
+    )
     parser.add_argument(
         "--only", action="append", default=[], help="this scenario only (and the baselines)"
     )
@@ -203,7 +217,8 @@ def run_exchange_side(
         scenarios = build_scenarios(
             ports, client_secret, webhook_secret, tokens, mode, use_wrk, args.only
         )
-        results = measure(args, mode, scenarios)
+        worker = int(children(processes["idbridge"].popen.pid)[0])
+        results = measure(args, mode, scenarios, worker)
         memory = {name: worker_rss_mb(p.popen.pid) for name, p in processes.items()}
         rows = summarise(scenarios, results, memory)
         for name, process in list(processes.items()):
@@ -334,7 +349,7 @@ def build_scenarios(
 
 
 def measure(
-    args: argparse.Namespace, mode: Mode, scenarios: list[Scenario]
+    args: argparse.Namespace, mode: Mode, scenarios: list[Scenario], worker: int
 ) -> dict[int, list[Any]]:
     """Warm every scenario up (all answers must be 200), then the rounds, A B A B."""
     for scenario in scenarios:
@@ -348,20 +363,9 @@ def measure(
     for round_number in range(mode.rounds):
         for i, scenario in enumerate(scenarios):
             result: Any
-            if scenario.client == WRK:
-                assert scenario.request is not None
-                result = wrk.run(scenario.request, mode.seconds, args.threads)
-            else:
-                assert scenario.send is not None
-                if scenario.before_round:
-                    scenario.before_round(round_number)
-                result = run_round(
-                    scenario.send,
-                    mode.requests,
-                    args.threads,
-                    args.time_cap,
-                    scenario.keep_bodies,
-                )
+            profile = args.profile and round_number == 0 and scenario.server == "idbridge"
+            with profiling(worker, scenario.name) if profile else contextlib.nullcontext():
+                result = run_one(args, mode, scenario, round_number)
             results[i].append(result)
             print(
                 f"round {round_number + 1}/{mode.rounds} {scenario.name} [{scenario.client}]: "
@@ -369,6 +373,41 @@ def measure(
                 flush=True,
             )
     return results
+
+
+def run_one(args: argparse.Namespace, mode: Mode, scenario: Scenario, round_number: int) -> Any:
+    if scenario.client == WRK:
+        assert scenario.request is not None
+        return wrk.run(scenario.request, mode.seconds, args.threads)
+    assert scenario.send is not None
+    if scenario.before_round:
+        scenario.before_round(round_number)
+    return run_round(
+        scenario.send, mode.requests, args.threads, args.time_cap, scenario.keep_bodies
+    )
+
+
+@contextlib.contextmanager
+def profiling(pid: int, scenario: str) -> Iterator[None]:
+    """py-spy (the ``bench`` extra) samples one worker, waiting time included (``--idle``),
+    while the block runs; the collapsed stacks go to ``bench/results/profile-*.txt``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in scenario).strip("-")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"profile-{slug}-{stamp}.txt"
+    spy_path = str(Path(sys.executable).parent / "py-spy")
+    options = ["--pid", str(pid), "--idle", "--rate", "200", "--nonblocking", "--format", "raw"]
+    spy = subprocess.Popen(  # noqa: S603 - py-spy from this environment, our arguments
+        [spy_path, "record", *options, "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on interrupt
+        spy.wait(timeout=30)
+        print(f"profile: {out.relative_to(ROOT)}", flush=True)
 
 
 def summarise(

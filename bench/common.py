@@ -93,11 +93,15 @@ def describe_options(workers: int) -> dict[str, Any]:
     return {k: (v.__name__ if callable(v) else v) for k, v in options.items()}
 
 
+def children(pid: int) -> list[str]:
+    """The process ids of ``pid``'s children (a gunicorn master's workers), from /proc."""
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
 def worker_rss_mb(master_pid: int) -> float:
     """Mean resident memory (VmRSS, /proc) of a gunicorn master's worker processes, in MB."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     sizes = []
-    for pid in children:
+    for pid in children(master_pid):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 sizes.append(int(line.split()[1]) / 1024)
