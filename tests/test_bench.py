@@ -1,5 +1,6 @@
-"""The benchmark's wrk runner sends exactly the request it is given: method, headers and body
-(a quoting slip in the Lua script silently benchmarks a different request)."""
+"""What the benchmark's readers rely on: wrk sends exactly the request it is given (a quoting
+slip in the Lua script silently benchmarks a different request), and ratios compare runs of
+the same load client."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from werkzeug.wrappers import Request, Response
 
 from bench import wrk
 
-pytestmark = pytest.mark.skipif(not wrk.available(), reason="wrk is not installed")
 
-
+@pytest.mark.skipif(not wrk.available(), reason="wrk is not installed")
 def test_wrk_sends_the_method_headers_and_body_and_counts_refusals():
     seen: list[tuple[str, str, str]] = []
 
@@ -42,3 +42,27 @@ def test_wrk_sends_the_method_headers_and_body_and_counts_refusals():
     assert bad.requests > 0 and bad.errors == bad.requests  # non-2xx answers are errors
     assert seen[0] == ("POST", "Basic a2V5OnNlY3JldA==", body.encode())
     assert good.p50_ms <= good.p99_ms
+
+
+def test_ratios_compare_runs_of_the_same_load_client():
+    pytest.importorskip("authlib")  # bench.__main__ loads the peer (the `bench` extra)
+    from bench.__main__ import add_ratios
+
+    rows = [
+        {"scenario": "hello", "client": "wrk", "rps_median": 1000.0},
+        {"scenario": "hello", "client": "python", "rps_median": 400.0},
+        {"scenario": "floor", "client": "wrk", "rps_median": 500.0},
+        {"scenario": "floor", "client": "python", "rps_median": 200.0},
+        {"scenario": "peer", "client": "wrk", "rps_median": 250.0},
+        {"scenario": "exchange (cache hit)", "client": "wrk", "rps_median": 250.0},
+        {"scenario": "webhook get (id)", "client": "python", "rps_median": 100.0},
+    ]
+    add_ratios(rows)
+    hit, webhook = rows[-2], rows[-1]
+    assert (hit["ratio_to_hello"], hit["ratio_to_floor"], hit["ratio_to_peer"]) == (
+        0.25,
+        0.5,
+        1.0,
+    )
+    assert (webhook["ratio_to_hello"], webhook["ratio_to_floor"]) == (0.25, 0.5)
+    assert "ratio_to_peer" not in webhook  # the peer is a token endpoint only
