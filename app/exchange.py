@@ -329,12 +329,12 @@ def exchange(
         with rt.db.read() as session:
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
-            has_signer = _ensure_signer_exists(session)
-        if not has_signer:
-            _create_first_key(rt, slug)
-        with rt.db.read() as session:
-            tenant = tenants.find(session, slug)
             decision = _decide(session, rt, validator, tenant, credentials, request, entry)
+        if decision.request.signer is None:  # the tenant's first exchange: make its key
+            _create_first_key(rt, slug)
+            with rt.db.read() as session:
+                tenant = tenants.find(session, slug)
+                decision = _decide(session, rt, validator, tenant, credentials, request, entry)
         token, _cached = _obtain(cache, decision)
         response = _respond(token)
         _audit_success(rt, slug, decision, entry)
@@ -345,10 +345,6 @@ def exchange(
         raise
     except (StoreUnavailable, Conflict) as exc:
         raise TemporarilyUnavailable(exc.message) from None
-
-
-def _ensure_signer_exists(session: Session) -> bool:
-    return bool(signing.published(session))
 
 
 def _create_first_key(rt: Runtime, slug: str) -> None:

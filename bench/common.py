@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from flask import Flask
+from gunicorn.app.base import BaseApplication
 
 from app.server import gunicorn_options
 
@@ -41,7 +44,16 @@ class Process:
                 self.popen.wait(timeout=5)
 
 
-def start(name: str, args: list[str], env: dict[str, str], ready_url: str, folder: Path) -> Process:
+def start(
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    folder: Path,
+    ready_status: int | None = 200,
+) -> Process:
+    """Start ``python -m *args``; ready when ``ready_url`` answers ``ready_status`` (any
+    status when ``None``)."""
     log = folder / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -58,7 +70,8 @@ def start(name: str, args: list[str], env: dict[str, str], ready_url: str, folde
         if popen.poll() is not None:
             raise RuntimeError(f"{name} exited with {popen.returncode}: {log.read_text()[-2000:]}")
         try:
-            if requests.get(ready_url, timeout=1).status_code == 200:
+            status = requests.get(ready_url, timeout=1).status_code
+            if ready_status is None or status == ready_status:
                 return process
         except requests.RequestException:
             pass
@@ -78,3 +91,39 @@ def describe_options(workers: int) -> dict[str, Any]:
     options = gunicorn_options("127.0.0.1", 0, workers)
     options.pop("bind")
     return {k: (v.__name__ if callable(v) else v) for k, v in options.items()}
+
+
+def children(pid: int) -> list[str]:
+    """The process ids of ``pid``'s children (a gunicorn master's workers), from /proc."""
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def worker_rss_mb(master_pid: int) -> float:
+    """Mean resident memory (VmRSS, /proc) of a gunicorn master's worker processes, in MB."""
+    sizes = []
+    for pid in children(master_pid):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+class AppServer(BaseApplication):  # type: ignore[misc]
+    """A Flask app under ``gunicorn_options`` (what ``idbridge serve`` runs): the baselines
+    are served exactly like idbridge. ``factory`` runs in each worker."""
+
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.factory()
+
+
+def serve(factory: Callable[[], Flask], port: int, workers: int) -> None:
+    AppServer(factory, gunicorn_options("127.0.0.1", port, workers)).run()

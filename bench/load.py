@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from bench.common import percentile
+
 # (session, request index within the round) -> response
 Send = Callable[[requests.Session, int], requests.Response]
 
@@ -26,6 +28,14 @@ class RoundResult:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 99)
 
 
 def run_round(

@@ -1,6 +1,7 @@
 """Seed the benchmark tenant through the storage layer: a tenant trusting the bench IdP, a
-client with a known secret, a ``snowflake`` integration granted to it, and users with
-mappings (bulk-inserted)."""
+client with a known secret, a ``snowflake`` integration granted to it, users with mappings
+(bulk-inserted), a webhook secret, and an empty ``snowflake-import`` integration for the
+mapping import."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 
 from sqlalchemy import insert
 
-from app import clients, create_app, integrations, migrate, runtime, tenants
+from app import clients, create_app, credentials, integrations, migrate, runtime, tenants
 from app.models import UpstreamMapping, User
 from app.schemas import ClientSchema, IntegrationSchema, TenantSchema
 from app.settings import Settings
@@ -17,6 +18,7 @@ from bench.idp import BenchIdentityProvider
 TENANT = "bench"
 CLIENT_ID = "broker"
 INTEGRATION = "snowflake"
+IMPORT_INTEGRATION = "snowflake-import"
 SCOPE = "analyst"
 ACCOUNT = "https://bench-xy12345.snowflakecomputing.com"
 
@@ -25,7 +27,13 @@ def subject_of(index: int) -> str:
     return f"00u{index:07d}"
 
 
-def seed(settings: Settings, idp: BenchIdentityProvider, secret: str, users: int) -> None:
+def seed(
+    settings: Settings,
+    idp: BenchIdentityProvider,
+    secret: str,
+    users: int,
+    webhook_secret: str,
+) -> None:
     flask_app = create_app(settings)
     rt = runtime.of(flask_app)
     try:
@@ -58,6 +66,20 @@ def seed(settings: Settings, idp: BenchIdentityProvider, secret: str, users: int
                 secret=secret,
             )
             integrations.grant(session, broker, snowflake)
+            credentials.add_webhook_secret(session, rt.keyring, tenant, webhook_secret)
+            integrations.create(
+                session,
+                rt.keyring,
+                tenant,
+                IntegrationSchema().load(
+                    {
+                        "name": IMPORT_INTEGRATION,
+                        "kind": "snowflake",
+                        "audience": ACCOUNT.replace("bench-", "import-"),
+                        "token_lifetime": 600,
+                    }
+                ),
+            )
             subjects = [subject_of(i) for i in range(users)]
             session.execute(
                 insert(User),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import func, select, text
@@ -39,6 +40,37 @@ def test_sqlite_locked_past_the_busy_timeout_is_unavailable_and_rolled_back(tmp_
     with db.transaction() as session:
         tenants.create(session, None, TenantSchema().load({"slug": "after"}))
     assert _count_tenants(db) == 1
+    db.dispose()
+
+
+def test_sqlite_writer_threads_of_one_process_wait_their_turn_within_the_timeout(tmp_path):
+    """Threads of one process queue on the process's write lock, bounded by ``db_timeout``
+    like SQLite's own lock: past it a 503, never a wait without end."""
+    settings = make_settings(tmp_path, db_timeout=0.3)
+    from app import migrate
+
+    db = Database(settings)
+    migrate.upgrade(db)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction() as session:
+            tenants.create(session, None, TenantSchema().load({"slug": "holder"}))
+            inside.set()
+            release.wait(timeout=10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(timeout=10)
+        with pytest.raises(StoreUnavailable), db.transaction() as session:
+            tenants.create(session, None, TenantSchema().load({"slug": "waiting"}))
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    with db.transaction() as session:
+        tenants.create(session, None, TenantSchema().load({"slug": "after"}))
+    assert _count_tenants(db) == 2
     db.dispose()
 
 
