@@ -49,12 +49,13 @@ class Settings:
         "checks that guard security then answer 503, caches are bypassed.",
     )
     rate_limit_client: str = _setting(
-        "50/second;1000/minute",
+        "200/second",
         "Requests one caller may make per tenant at the token endpoint (per `client_id`), at "
-        "the webhooks and at SCIM (per credential), in flask-limiter notation; empty: no limit.",
+        "the webhooks and at SCIM (per credential), in flask-limiter notation "
+        "(`100/second;5000/minute`); empty: no limit.",
     )
     rate_limit_tenant: str = _setting(
-        "200/second",
+        "1000/second",
         "Requests all callers together may make per tenant at each of the token endpoint, "
         "the webhooks and SCIM; empty: no limit.",
     )

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from flask import Request, Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
+from werkzeug.exceptions import TooManyRequests
 
 from app import assertions, exchange, issued, runtime, signing, tenants, token_cache, tokens
 from app.errors import DomainError, NotFound, StoreUnavailable
@@ -74,6 +75,16 @@ def render_error(exc: DomainError) -> Response:
     response.status_code = status
     response.headers.update(headers)
     return response
+
+
+def render_too_many_requests(_exc: TooManyRequests) -> Response:
+    """A rate limit (``app.limits``) refused the call: RFC 6749 §5.2 JSON with 429 (RFC 6585
+    §4); flask-limiter adds ``Retry-After``."""
+    body = {"error": "temporarily_unavailable", "error_description": "too many requests"}
+    return _json(body, 429)
+
+
+blp.register_error_handler(TooManyRequests, render_too_many_requests)
 
 
 def _renders(view: Any) -> Any:

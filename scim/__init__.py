@@ -18,6 +18,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
 from app import api as openapi
+from app import limits
 
 PREFIX = "/t/<slug:tenant>/scim/v2"
 SCHEME = "scimToken"
@@ -58,6 +59,7 @@ def init_app(flask_app: Flask) -> None:
     )
     api.register_blueprint(blp)
     flask_app.register_blueprint(fallback)
+    limits.limit(flask_app, "scim", [blp, fallback])
 
 
 # Any other path under the SCIM root answers in SCIM form too (RFC 7644 §3.12: 404 with a
@@ -89,6 +91,9 @@ def _http_error(exc: HTTPException) -> Response:
     from scim import handling
 
     return handling.render(handling.error(exc.code or 500, exc.description or exc.name))
+
+
+fallback.register_error_handler(HTTPException, _http_error)
 
 
 # --- documentation: one view per operation ----------------------------------------------

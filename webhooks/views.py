@@ -91,7 +91,8 @@ def render_domain_error(exc: DomainError) -> Response:
 def render_http_error(exc: HTTPException) -> Response:
     """Werkzeug's own errors (413 body too large, ...) in the webhook error body too."""
     status = exc.code or 400
-    code = {401: "unauthorized", 404: "not_found", 409: "conflict", 503: "unavailable"}.get(
+    retry_later = {429: "unavailable", 503: "unavailable"}  # 429: a rate limit, app.limits
+    code = {401: "unauthorized", 404: "not_found", 409: "conflict", **retry_later}.get(
         status, "invalid_request"
     )
     return _json(status, {"code": code, "message": exc.description or exc.name})
