@@ -144,10 +144,8 @@ class RedisNotBefore:
     ) -> None:
         """Into Redis now, before the commit (fail closed), and again after it (a reload racing
         this transaction could not see the row yet)."""
-        keys, values = (
-            [self.marker, self._key(tenant_id, subject, session_id)],
-            ["0", at.timestamp()],
-        )
+        keys = [self.marker, self._key(tenant_id, subject, session_id)]
+        values = ["0", _microseconds(at)]
         try:
             self._raise(keys=keys, args=values)
         except redis.RedisError as error:
