@@ -24,11 +24,17 @@ from app.schemas import TenantSchema
 from app.settings import Settings
 from tests import redis_support
 from tests.conftest import empty_tables
+from tests.idp import IdentityProviderServer
 from tests.redis_support import OwnRedis
 from tests.webhook_support import make_tenant as make_webhook_tenant
 from tests.webhook_support import sign
 
 own_redis = redis_support.own_redis
+TOKEN = "/t/acme/oauth/token"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclasses.dataclass
@@ -351,3 +357,61 @@ def test_readyz_reports_redis_apart_from_the_database(webhook_app, own_redis):
     assert paused.status_code == 503
     assert paused.json["checks"] == {"database": "ok", "migrations": "ok", "redis": "unreachable"}
     assert client.get("/readyz").status_code == 200
+
+
+@pytest.fixture
+def idp() -> Iterator[IdentityProviderServer]:
+    with IdentityProviderServer() as server:
+        yield server
+
+
+@pytest.fixture
+def exchange_app(webhook_app, idp, admin_headers) -> Flask:
+    """A tenant whose broker may exchange tokens of user 00u1 for the Snowflake integration."""
+    from tests.test_exchange import put_mapping, seed_tenant
+
+    seed_tenant(webhook_app, "acme", idp)
+    assert put_mapping(webhook_app.test_client(), admin_headers, "00u1", "ada").status_code == 201
+    return webhook_app
+
+
+def test_logout_while_redis_is_down_is_a_503_never_a_false_success(exchange_app, idp, own_redis):
+    """THREATS.md "logout while Redis is down": 503 and nothing persisted; the caller retries."""
+    http = exchange_app.test_client()
+    token = idp.access_token("00u1", sid="s-1")
+    assert http.get("/t/acme/oidc/userinfo", headers=bearer(token)).status_code == 200
+    own_redis.stop()
+    for answer in (
+        http.post("/t/acme/oidc/logout", headers=bearer(token)),
+        http.get("/t/acme/oidc/userinfo", headers=bearer(token)),  # the check fails closed
+    ):
+        assert answer.status_code == 503
+        assert int(answer.headers["Retry-After"]) > 0
+    with runtime.of(exchange_app).db.read() as session:
+        tenants.find(session, "acme")
+        assert session.scalars(select(SessionRevocation)).first() is None
+    own_redis.start()
+    assert http.post("/t/acme/oidc/logout", headers=bearer(token)).status_code == 204
+    assert http.get("/t/acme/oidc/userinfo", headers=bearer(token)).status_code == 401
+
+
+def test_redis_restarted_empty_keeps_logouts_and_revoked_grants(
+    exchange_app, idp, own_redis, admin_headers
+):
+    from tests.test_exchange import basic, exchange_form
+
+    http = exchange_app.test_client()
+    ended = idp.access_token("00u1", sid="s-1")
+    assert http.post("/t/acme/oidc/logout", headers=bearer(ended)).status_code == 204
+    live = idp.access_token("00u1", sid="s-2")
+    assert http.post(TOKEN, data=exchange_form(live), headers=basic()).status_code == 200
+    grant = "/admin/v1/tenants/acme/grants/broker/snowflake-prod"
+    assert http.delete(grant, headers=admin_headers).status_code == 204
+    own_redis.stop()
+    own_redis.start()  # empty
+    assert http.get("/t/acme/oidc/userinfo", headers=bearer(ended)).status_code == 401
+    assert http.get("/t/acme/oidc/userinfo", headers=bearer(live)).status_code == 200
+    refused = http.post(TOKEN, data=exchange_form(live), headers=basic())
+    assert refused.status_code == 400 and refused.json["error"] == "unauthorized_client"
+    refused = http.post(TOKEN, data=exchange_form(ended), headers=basic())
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_request"
