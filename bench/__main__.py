@@ -80,6 +80,9 @@ def main() -> int:
                 "IDBRIDGE_SECRET_KEY": secret_key,
                 "IDBRIDGE_ALLOW_PRIVATE_URLS": "1",
                 "IDBRIDGE_LOG_LEVEL": "WARNING",
+                # one client at full speed is what is measured, not what a limit refuses
+                "IDBRIDGE_RATE_LIMIT_CLIENT": "",
+                "IDBRIDGE_RATE_LIMIT_TENANT": "",
             }
             if args.database_url:
                 idbridge_env["IDBRIDGE_DATABASE_URL"] = args.database_url
