@@ -41,7 +41,10 @@ class Settings:
         "folder. PostgreSQL: `postgresql+psycopg://user:password@host:5432/dbname`.",
     )
     redis_url: str = _setting(
-        "", "Redis URL for shared caches (`redis://host:6379/0`). Unset: single-instance mode."
+        "",
+        "Redis URL for what several instances share (`redis://host:6379/0`): revocations, "
+        "`jti`s, webhook-id claims, the upstream-token cache, rate limits. Unset: "
+        "single-instance mode.",
     )
     redis_timeout: float = _setting(
         0.5,
