@@ -193,8 +193,8 @@ def document(api: Api) -> None:
             "description": "RFC 6749 §5.2 error: `invalid_request`, `invalid_client` (401), "
             "`invalid_target`, `invalid_scope`, `unauthorized_client`, `unsupported_grant_type`, "
             "`user_not_provisioned` (with `integration` and `retryable: false`), "
-            "`temporarily_unavailable` (503, with `Retry-After`), `not_found` (404, no such "
-            "tenant).",
+            "`temporarily_unavailable` (503, with `Retry-After`; 429 with `Retry-After` past a "
+            "rate limit), `not_found` (404, no such tenant).",
             "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
             "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         },
@@ -226,7 +226,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         str(status): _ROUTER_404
         if status == 404
         else {"$ref": f"#/components/responses/{TOKEN_ERRORS}"}
-        for status in statuses
+        for status in (*statuses, 429)  # every operation here is rate limited (app.limits)
     }
 
 

@@ -106,6 +106,7 @@ ERRORS = {
     412: "`If-Match` does not match the resource's current ETag.",
     413: "Bulk above `maxOperations` or `maxPayloadSize`.",
     415: "The body is not JSON.",
+    429: "Past the tenant's or the caller's rate limit; retry after `Retry-After` seconds.",
     501: "Not supported (sorting).",
     503: "The store cannot answer now; retry after `Retry-After` seconds.",
 }
@@ -114,7 +115,7 @@ ERRORS = {
 def documented(*statuses: int, auth: bool = True) -> Any:
     def decorator(view: Any) -> Any:
         for status in sorted(
-            {401, 404, 503, *statuses} if auth else {404, 503, *statuses}, reverse=True
+            {401, 404, 429, 503, *statuses} if auth else {404, 429, 503, *statuses}, reverse=True
         ):
             view = blp.alt_response(
                 status,

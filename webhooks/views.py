@@ -64,6 +64,8 @@ _ERRORS = {
     401: "Missing, stale or wrong signature, or an unknown tenant (`unauthorized`).",
     404: "No such user (`not_found`).",
     409: "The operation does not apply to the user now (`conflict`).",
+    429: "Past the tenant's or the caller's rate limit (`unavailable`); retry after "
+    "`Retry-After` seconds with the same `webhook-id`.",
     503: "The store or the identity provider cannot answer now (`unavailable`); retry after "
     "`Retry-After` seconds with the same `webhook-id`.",
 }
@@ -106,12 +108,12 @@ def documented(operation: str, schema: type[Schema], *errors: int) -> Callable:
     """Document the signature headers, the request body and every error an operation has."""
 
     def decorator(view: Callable) -> Callable:
-        for status in sorted({400, 401, 503, *errors}, reverse=True):
+        for status in sorted({400, 401, 429, 503, *errors}, reverse=True):
             view = blp.alt_response(
                 status,
                 schema=wire.WebhookError,
                 description=_ERRORS[status],
-                headers=_RETRY_AFTER if status == 503 else None,
+                headers=_RETRY_AFTER if status in (429, 503) else None,
             )(view)
         view = blp.doc(
             operationId=f"webhook_users_{operation.replace('-', '_')}",
