@@ -22,7 +22,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     flask_app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
 
     from admin import init_app as init_admin
-    from app import api, forwarded, logs, observability, runtime
+    from app import api, forwarded, limits, logs, observability, runtime, shared
     from oauth import init_app as init_oauth
     from scim import init_app as init_scim
     from webhooks import init_app as init_webhooks
@@ -30,6 +30,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(flask_app, settings)
     forwarded.init_app(flask_app, settings)
     runtime.init_app(flask_app, settings)
+    shared.init_app(flask_app)
+    limits.init_app(flask_app)
     observability.init_app(flask_app)
     api.init_app(flask_app)
     init_admin(flask_app)

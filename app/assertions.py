@@ -3,7 +3,7 @@
 The client signs a JWT with a private key whose public half it registered (``Client.jwks``):
 ``iss`` and ``sub`` are its ``client_id``, ``aud`` names this tenant's issuer or token
 endpoint, ``exp`` is required and at most ``MAX_LIFETIME`` ahead, ``jti`` is required and used
-once: it is kept (``ClientAssertionUse``) until the assertion expires, and a second use is
+once: it is kept (``app.replay``) until the assertion expires, and a second use is
 refused (§3 item 7). Only asymmetric algorithms are accepted (RFC 8725 §3.1-3.2); keys are
 read with ``app.tokens.parse_jwks``, so unusable or weak keys are ignored the same way.
 """
@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Client, ClientAssertionUse, utcnow
+from app import replay
+from app.models import Client, ClientAssertionUse
 from app.oauth_errors import InvalidClient
 from app.tokens import KEY_TYPES, LEEWAY, parse_jwks
 
@@ -118,21 +118,17 @@ def _decode(
 
 
 def consume(session: Session, tenant_id: int, caller: Any) -> None:
-    """Record the assertion's ``jti`` in the caller's transaction; a concurrent second use
-    loses on the unique constraint and is refused. Expired records are swept here too."""
+    """Record the assertion's ``jti`` in the caller's transaction (``app.replay``); a second
+    use, even a concurrent one on another instance, is refused."""
     jti = getattr(caller, "assertion_jti", None)
     if not jti:
         return
-    session.execute(delete(ClientAssertionUse).where(ClientAssertionUse.expires_at < utcnow()))
-    try:
-        with session.begin_nested():
-            session.add(
-                ClientAssertionUse(
-                    tenant_id=tenant_id,
-                    client_id=caller.client.client_id,
-                    jti=jti,
-                    expires_at=caller.assertion_expires_at,
-                )
-            )
-    except IntegrityError:
-        raise _refuse("the assertion was used before") from None
+    use = replay.Use(
+        replay.Kind.CLIENT_ASSERTION,
+        tenant_id,
+        jti,
+        caller.assertion_expires_at,
+        client_id=caller.client.client_id,
+    )
+    if not replay.first_use(session, use):
+        raise _refuse("the assertion was used before")

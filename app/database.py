@@ -34,6 +34,9 @@ class Database:
         )
         self._writers = threading.RLock() if self.is_sqlite else None
         self._timeout = settings.db_timeout
+        # Handed to every session as ``session.info``: ``app.shared`` puts the app's shared
+        # stores here, so domain code finds them from its session, in a request or not.
+        self.info: dict[str, Any] = {}
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -70,7 +73,7 @@ class Database:
         writers) surface as ``Conflict``; lost connections and lock timeouts as
         ``StoreUnavailable``, so callers answer 409 or 503 instead of 500.
         """
-        session = sessions()
+        session = sessions(info=dict(self.info))
         try:
             with session.begin():
                 yield session

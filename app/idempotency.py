@@ -8,15 +8,25 @@ recorded response instead of running the operation again. A response that says "
 (503) is not recorded: the transaction rolls back entirely and a retry runs afresh. Keys are
 remembered for 24 hours (``app.jobs.cleanup`` deletes older ones; an older one found here is
 treated as new).
+
+The database row stays the record because the contract needs the first outcome, and only the
+database can commit it atomically with the operation's own writes. In front of it, a
+``DeliveryClaims`` holds the id while its first delivery runs: a concurrent delivery waits
+there (a bounded ``WAIT``, then 503 with ``Retry-After``) rather than in a database
+transaction, then finds the recorded outcome. ``LocalDeliveryClaims`` serialises the threads
+of one process; ``app.shared_redis.RedisDeliveryClaims`` every instance sharing a Redis (if
+Redis cannot answer: 503, fail closed).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +38,45 @@ from app.errors import DomainError, StoreUnavailable
 from app.models import Tenant, WebhookDelivery, utcnow
 
 KEEP_DELIVERIES = timedelta(hours=24)  # webhook ids are remembered this long (CONTRACT §1)
+
+WAIT = 5.0  # seconds a delivery waits for a concurrent one of the same id
+
+
+class DeliveryClaims(Protocol):
+    def hold(self, slug: str, key: str) -> AbstractContextManager[None]:
+        """Hold ``key`` of tenant ``slug`` for the block; a concurrent holder of the same key
+        waits until it is released, at most ``WAIT``, then gets ``StoreUnavailable``."""
+        ...
+
+
+class LocalDeliveryClaims:
+    """One process: a lock per key held, forgotten when nobody holds or waits for it."""
+
+    def __init__(self, wait: float = WAIT) -> None:
+        self.wait = wait
+        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, slug: str, key: str) -> Iterator[None]:
+        name = (slug, key)
+        with self._guard:
+            lock, users = self._locks.get(name, (threading.Lock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            if not lock.acquire(timeout=self.wait):
+                raise StoreUnavailable("a delivery with this id is in progress")
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)
 
 
 @dataclass(frozen=True)
@@ -41,6 +90,13 @@ Operation = Callable[[Session, Tenant], Outcome]
 
 def run(db: Database, slug: str, key: str, operation: str, action: Operation) -> Outcome:
     """Run ``action`` once for ``key`` in one transaction; a repeat gets the first outcome."""
+    from app import shared
+
+    with db.info[shared.EXTENSION].deliveries.hold(slug, key):
+        return _run(db, slug, key, operation, action)
+
+
+def _run(db: Database, slug: str, key: str, operation: str, action: Operation) -> Outcome:
     with db.transaction() as session:
         tenant = tenants.find(session, slug)
         first = _claim(session, key, operation)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,7 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from app import migrate, runtime
+from app import migrate, runtime, shared
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 probes = Blueprint("probes", __name__)
@@ -78,7 +78,8 @@ def healthz() -> Response:
 
 @probes.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The database answers and its schema is at this release's head (readiness)."""
+    """The database answers and its schema is at this release's head, and Redis answers when
+    it is configured (readiness); each is reported apart in ``checks``."""
     checks: dict[str, str] = {}
     db = runtime.current().db
     try:
@@ -88,13 +89,14 @@ def readyz() -> tuple[Response, int]:
         checks["migrations"] = "ok" if current == head else f"at {current or 'none'}, want {head}"
     except Exception:  # any failure to reach the store means "not ready", never a 500
         checks["database"] = "unreachable"
+    redis_status = shared.of(current_app).redis_status()
+    if redis_status is not None:  # configured: security checks need it (app.shared)
+        checks["redis"] = redis_status
     ready = all(value == "ok" for value in checks.values())
     return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
 
 
 @probes.get("/metrics")
 def metrics_endpoint() -> Response:
-    from flask import current_app
-
     body = current_app.extensions["idbridge.metrics"].exposition()
     return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app import connectors, outbox, revocation, tenants, users
+from app import connectors, outbox, replay, revocation, tenants, users
 from app.errors import InvalidInput, NotFound
-from app.models import LogoutTokenUse, Tenant, User, UserSession, utcnow
+from app.models import Tenant, User, UserSession, utcnow
 from app.runtime import Runtime
 from app.tokens import (
     LEEWAY,
@@ -287,17 +287,11 @@ def backchannel_logout(
     ``jti`` (kept until the token expires), and end the session(s) it names."""
     tenant, issuer = find_tenant(session, slug)
     token = validator.logout_token(issuer, logout_token, backchannel_audiences(tenant))
-    now = utcnow()
-    session.execute(delete(LogoutTokenUse).where(LogoutTokenUse.expires_at < now))
     jti = str(token.claims["jti"])[:255]
-    if session.scalar(select(LogoutTokenUse.id).where(LogoutTokenUse.jti == jti)) is not None:
-        raise InvalidToken("this logout token was already used")
     expires = token.expires_at or token.issued_at + timedelta(seconds=LOGOUT_TOKEN_MAX_AGE)
-    session.execute(
-        insert(LogoutTokenUse).values(
-            tenant_id=tenant.id, jti=jti, expires_at=expires + timedelta(seconds=LEEWAY)
-        )
-    )
+    use = replay.Use(replay.Kind.LOGOUT_TOKEN, tenant.id, jti, expires + timedelta(seconds=LEEWAY))
+    if not replay.first_use(session, use):
+        raise InvalidToken("this logout token was already used")
     for subject in _subjects(session, token):
         end_session(session, tenant, subject, token.session_id, "backchannel-logout")
 

@@ -5,11 +5,18 @@ SCIM deactivation and deletion, an operator block, a webhook delete. Token valid
 now, token exchange later) asks ``is_revoked`` on every token. Whatever else must be dropped
 when a user's access ends (the user's cached upstream tokens, ``app.token_cache``) is dropped
 inside ``revoke``, so no caller can forget it.
+
+The database row is the source of truth. Reads and the copy other instances see go through a
+``NotBeforeStore`` (``app.shared``): ``DatabaseNotBefore`` reads the rows themselves;
+``app.shared_redis.RedisNotBefore`` keeps a copy in Redis, written before the revocation
+commits (if Redis cannot take it, the revocation fails with 503 and rolls back: never a false
+success) and reloaded from the database whenever Redis has lost it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -41,19 +48,57 @@ def revoke(
     elif row.not_before < at:
         row.not_before, row.reason = at, reason
     session.flush()
-    tenant_id = session.info.get(tenancy.TENANT_KEY)
-    if tenant_id is not None:
-        token_cache.purge_user_on(session, tenant_id, subject)
+    tenant_id = session.info[tenancy.TENANT_KEY]
+    _store(session).publish(session, tenant_id, subject, session_id, at)
+    token_cache.purge_user_on(session, tenant_id, subject)
     return at
 
 
 def is_revoked(session: Session, subject: str, session_id: str | None, issued_at: datetime) -> bool:
     """Whether a token of ``subject`` (and ``session_id``) issued at ``issued_at`` is refused."""
     sessions = [ALL_SESSIONS] + ([session_id] if session_id else [])
-    not_before = session.scalars(
-        select(SessionRevocation.not_before).where(
-            SessionRevocation.subject == subject,
-            or_(*(SessionRevocation.session_id == sid for sid in sessions)),
+    cutoffs = _store(session).cutoffs(session, session.info[tenancy.TENANT_KEY], subject, sessions)
+    return any(issued_at <= cutoff for cutoff in cutoffs)
+
+
+class NotBeforeStore(Protocol):
+    def publish(
+        self, session: Session, tenant_id: int, subject: str, session_id: str, at: datetime
+    ) -> None:
+        """Make the "not before" ``at`` (already written in ``session``) seen by every
+        instance once ``session`` commits; ``StoreUnavailable`` when that cannot be promised."""
+        ...
+
+    def cutoffs(
+        self, session: Session, tenant_id: int, subject: str, session_ids: list[str]
+    ) -> list[datetime]:
+        """The "not before" times recorded for ``subject`` and any of ``session_ids``."""
+        ...
+
+
+class DatabaseNotBefore:
+    """Single-instance mode: the rows ``revoke`` wrote are all there is to read."""
+
+    def publish(
+        self, session: Session, tenant_id: int, subject: str, session_id: str, at: datetime
+    ) -> None:
+        return None
+
+    def cutoffs(
+        self, session: Session, tenant_id: int, subject: str, session_ids: list[str]
+    ) -> list[datetime]:
+        return list(
+            session.scalars(
+                select(SessionRevocation.not_before).where(
+                    SessionRevocation.tenant_id == tenant_id,
+                    SessionRevocation.subject == subject,
+                    or_(*(SessionRevocation.session_id == sid for sid in session_ids)),
+                )
+            ).all()
         )
-    ).all()
-    return any(issued_at <= cutoff for cutoff in not_before)
+
+
+def _store(session: Session) -> NotBeforeStore:
+    from app import shared
+
+    return shared.of_session(session).not_before

@@ -42,7 +42,26 @@ class Settings:
         "folder. PostgreSQL: `postgresql+psycopg://user:password@host:5432/dbname`.",
     )
     redis_url: str = _setting(
-        "", "Redis URL for shared caches (`redis://host:6379/0`). Unset: single-instance mode."
+        "",
+        "Redis URL for what several instances share (`redis://host:6379/0`): revocations, "
+        "`jti`s, webhook-id claims, the upstream-token cache, rate limits. Unset: "
+        "single-instance mode.",
+    )
+    redis_timeout: float = _setting(
+        0.5,
+        "Seconds every Redis call may take (connect, read, write) before it counts as failed: "
+        "checks that guard security then answer 503, caches are bypassed.",
+    )
+    rate_limit_client: str = _setting(
+        "200/second",
+        "Requests one caller may make per tenant at the token endpoint (per `client_id`), at "
+        "the webhooks and at SCIM (per credential), in flask-limiter notation "
+        "(`100/second;5000/minute`); empty: no limit.",
+    )
+    rate_limit_tenant: str = _setting(
+        "1000/second",
+        "Requests all callers together may make per tenant at each of the token endpoint, "
+        "the webhooks and SCIM; empty: no limit.",
     )
     secret_key: str = _setting(
         "",
@@ -129,6 +148,10 @@ class Settings:
             )
         if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise SettingsError("IDBRIDGE_REDIS_URL must start with redis://, rediss:// or unix://")
+        if not 0 < self.redis_timeout <= 10:
+            raise SettingsError("IDBRIDGE_REDIS_TIMEOUT must be between 0 and 10 seconds")
+        for name in ("rate_limit_client", "rate_limit_tenant"):
+            _check_limits(ENV_PREFIX + name.upper(), getattr(self, name))
         secret_key = self.secret_key or _read_secret_key_file(instance)
         if not secret_key:
             raise SettingsError(
@@ -215,6 +238,18 @@ def _parse(variable: str, raw: str, kind: type) -> Any:
         except ValueError:
             raise SettingsError(f"{variable} must be a number, not {raw!r}") from None
     return raw
+
+
+def _check_limits(variable: str, value: str) -> None:
+    from limits import parse_many
+
+    try:
+        if value:
+            parse_many(value)
+    except ValueError:
+        raise SettingsError(
+            f"{variable} must be limits like '50/second;1000/minute', not {value!r}"
+        ) from None
 
 
 def _read_secret_key_file(instance: Path) -> str:

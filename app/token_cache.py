@@ -141,9 +141,10 @@ def init_app(flask_app: Flask) -> UpstreamTokenCache:
     rt = runtime.of(flask_app)
     cache: UpstreamTokenCache
     if rt.settings.redis_url:
+        from app import shared
         from app.token_cache_redis import RedisTokenCache
 
-        cache = RedisTokenCache.from_url(rt.settings.redis_url, rt.keyring)
+        cache = RedisTokenCache(shared.of(flask_app).redis, rt.keyring)
     else:
         cache = TokenCache()
     flask_app.extensions[EXTENSION] = cache

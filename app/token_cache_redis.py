@@ -12,10 +12,10 @@ holds the entries, so a hit, a single flight and a purge are seen by all instanc
   with SREM (never the whole set), so an entry added during a purge stays findable.
 - Single flight across processes: ``SET lock NX PX``; the others poll for the value for a
   bounded time, then obtain themselves. Only the holder releases its lock (compared in Lua).
-- Short socket timeouts: a down or hung Redis costs at most ~0.5 s; reads and writes then
-  bypass the cache (obtain directly, cache nothing, log a warning without secrets). A purge
-  that fails raises ``StoreUnavailable`` (503): a revocation never claims success while a
-  cached token could survive it.
+- Short socket timeouts (``IDBRIDGE_REDIS_TIMEOUT``): a down or hung Redis costs at most that;
+  reads and writes then bypass the cache (obtain directly, cache nothing, log a warning
+  without secrets). A purge that fails raises ``StoreUnavailable`` (503): a revocation never
+  claims success while a cached token could survive it.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from app.crypto import Keyring, SecretUnreadable
 from app.errors import StoreUnavailable
+from app.shared_redis import connect
 from app.token_cache import CacheKey, good_until
 from app.upstream import UpstreamToken
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 CONTEXT = "token-cache"
 DEFAULT_PREFIX = "idbridge:token-cache:"
-SOCKET_TIMEOUT = 0.5
 LOCK_MS = 10_000
 WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -48,18 +46,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast: short connect and read timeouts, no retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=SOCKET_TIMEOUT,
-        socket_timeout=SOCKET_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        decode_responses=True,
-    )
 
 
 class RedisTokenCache:

@@ -158,6 +158,9 @@ def run_exchange_side(
         "IDBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
         "IDBRIDGE_ALLOW_PRIVATE_URLS": "1",
         "IDBRIDGE_LOG_LEVEL": "WARNING",
+        # one client at full speed is what is measured, not what a limit refuses
+        "IDBRIDGE_RATE_LIMIT_CLIENT": "",
+        "IDBRIDGE_RATE_LIMIT_TENANT": "",
     }
     if args.database_url:
         idbridge_env["IDBRIDGE_DATABASE_URL"] = args.database_url

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app import api as openapi
-from app import runtime, token_cache, tokens
+from app import limits, runtime, token_cache, tokens
 
 
 def init_app(flask_app: Flask) -> None:
@@ -26,3 +26,4 @@ def init_app(flask_app: Flask) -> None:
     exchange.document(api)
     api.register_blueprint(oidc.blp)
     api.register_blueprint(exchange.blp)
+    limits.limit(flask_app, "oauth", [exchange.blp])

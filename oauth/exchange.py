@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from flask import Request, Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
+from werkzeug.exceptions import TooManyRequests
 
 from app import assertions, exchange, issued, runtime, signing, tenants, token_cache, tokens
 from app.errors import DomainError, NotFound, StoreUnavailable
@@ -74,6 +75,16 @@ def render_error(exc: DomainError) -> Response:
     response.status_code = status
     response.headers.update(headers)
     return response
+
+
+def render_too_many_requests(_exc: TooManyRequests) -> Response:
+    """A rate limit (``app.limits``) refused the call: RFC 6749 §5.2 JSON with 429 (RFC 6585
+    §4); flask-limiter adds ``Retry-After``."""
+    body = {"error": "temporarily_unavailable", "error_description": "too many requests"}
+    return _json(body, 429)
+
+
+blp.register_error_handler(TooManyRequests, render_too_many_requests)
 
 
 def _renders(view: Any) -> Any:
@@ -182,8 +193,8 @@ def document(api: Api) -> None:
             "description": "RFC 6749 §5.2 error: `invalid_request`, `invalid_client` (401), "
             "`invalid_target`, `invalid_scope`, `unauthorized_client`, `unsupported_grant_type`, "
             "`user_not_provisioned` (with `integration` and `retryable: false`), "
-            "`temporarily_unavailable` (503, with `Retry-After`), `not_found` (404, no such "
-            "tenant).",
+            "`temporarily_unavailable` (503, with `Retry-After`; 429 with `Retry-After` past a "
+            "rate limit), `not_found` (404, no such tenant).",
             "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
             "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         },
@@ -215,7 +226,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         str(status): _ROUTER_404
         if status == 404
         else {"$ref": f"#/components/responses/{TOKEN_ERRORS}"}
-        for status in statuses
+        for status in (*statuses, 429)  # every operation here is rate limited (app.limits)
     }
 
 

@@ -18,6 +18,7 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
 from app import api as openapi
+from app import limits
 
 PREFIX = "/t/<slug:tenant>/scim/v2"
 SCHEME = "scimToken"
@@ -58,6 +59,7 @@ def init_app(flask_app: Flask) -> None:
     )
     api.register_blueprint(blp)
     flask_app.register_blueprint(fallback)
+    limits.limit(flask_app, "scim", [blp, fallback])
 
 
 # Any other path under the SCIM root answers in SCIM form too (RFC 7644 §3.12: 404 with a
@@ -91,6 +93,9 @@ def _http_error(exc: HTTPException) -> Response:
     return handling.render(handling.error(exc.code or 500, exc.description or exc.name))
 
 
+fallback.register_error_handler(HTTPException, _http_error)
+
+
 # --- documentation: one view per operation ----------------------------------------------
 
 ERRORS = {
@@ -101,6 +106,7 @@ ERRORS = {
     412: "`If-Match` does not match the resource's current ETag.",
     413: "Bulk above `maxOperations` or `maxPayloadSize`.",
     415: "The body is not JSON.",
+    429: "Past the tenant's or the caller's rate limit; retry after `Retry-After` seconds.",
     501: "Not supported (sorting).",
     503: "The store cannot answer now; retry after `Retry-After` seconds.",
 }
@@ -109,7 +115,7 @@ ERRORS = {
 def documented(*statuses: int, auth: bool = True) -> Any:
     def decorator(view: Any) -> Any:
         for status in sorted(
-            {401, 404, 503, *statuses} if auth else {404, 503, *statuses}, reverse=True
+            {401, 404, 429, 503, *statuses} if auth else {404, 429, 503, *statuses}, reverse=True
         ):
             view = blp.alt_response(
                 status,

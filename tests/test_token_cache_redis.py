@@ -5,9 +5,7 @@ a down or hung Redis bypassed on reads and failing closed on purges."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -22,9 +20,9 @@ from app.errors import StoreUnavailable
 from app.token_cache import CacheKey, TokenCache, UpstreamTokenCache
 from app.token_cache_redis import RedisTokenCache, connect
 from app.upstream import UpstreamToken
+from tests import redis_support
 from tests.conftest import empty_tables, make_settings
 from tests.idp import IdentityProviderServer
-from tests.processes import free_port
 
 REDIS_URL = os.environ.get("IDBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = CacheKey(1, "broker", "00u1", "snowflake-prod", "https://sf.example", "analyst")
@@ -38,6 +36,7 @@ def _redis_answers() -> bool:
         return False
 
 
+own_redis = redis_support.own_redis
 needs_redis = pytest.mark.skipif(not _redis_answers(), reason=f"no Redis at {REDIS_URL}")
 
 
@@ -214,44 +213,11 @@ def test_a_value_sealed_under_another_key_is_a_miss(prefix):
     )
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[subprocess.Popen, str]]:
-    """A private redis-server, to stop under the cache's feet."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            connect(url).ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.skip("redis-server did not start")
-            time.sleep(0.05)
-    try:
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
-
-
 def test_with_redis_down_reads_bypass_the_cache_and_purges_fail_closed(own_redis, caplog):
-    process, url = own_redis
-    cache = RedisTokenCache.from_url(url, KEYRING)
+    cache = RedisTokenCache.from_url(own_redis.url, KEYRING)
     assert cache.get_or_obtain(KEY, _token("before"))[1] is False
     assert cache.get_or_obtain(KEY, _token("x"))[1] is True
-    process.terminate()
-    process.wait(10)
+    own_redis.stop()
 
     calls = []
 

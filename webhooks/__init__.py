@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app import api as openapi
+from app import limits
 
 
 def init_app(flask_app: Flask) -> None:
@@ -18,4 +19,5 @@ def init_app(flask_app: Flask) -> None:
 
     api = openapi.of(flask_app)
     api.register_blueprint(views.blp)
+    limits.limit(flask_app, "webhooks", [views.blp])
     api.register_blueprint(pages.blp)

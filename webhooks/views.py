@@ -64,6 +64,8 @@ _ERRORS = {
     401: "Missing, stale or wrong signature, or an unknown tenant (`unauthorized`).",
     404: "No such user (`not_found`).",
     409: "The operation does not apply to the user now (`conflict`).",
+    429: "Past the tenant's or the caller's rate limit (`unavailable`); retry after "
+    "`Retry-After` seconds with the same `webhook-id`.",
     503: "The store or the identity provider cannot answer now (`unavailable`); retry after "
     "`Retry-After` seconds with the same `webhook-id`.",
 }
@@ -91,7 +93,8 @@ def render_domain_error(exc: DomainError) -> Response:
 def render_http_error(exc: HTTPException) -> Response:
     """Werkzeug's own errors (413 body too large, ...) in the webhook error body too."""
     status = exc.code or 400
-    code = {401: "unauthorized", 404: "not_found", 409: "conflict", 503: "unavailable"}.get(
+    retry_later = {429: "unavailable", 503: "unavailable"}  # 429: a rate limit, app.limits
+    code = {401: "unauthorized", 404: "not_found", 409: "conflict", **retry_later}.get(
         status, "invalid_request"
     )
     return _json(status, {"code": code, "message": exc.description or exc.name})
@@ -105,12 +108,12 @@ def documented(operation: str, schema: type[Schema], *errors: int) -> Callable:
     """Document the signature headers, the request body and every error an operation has."""
 
     def decorator(view: Callable) -> Callable:
-        for status in sorted({400, 401, 503, *errors}, reverse=True):
+        for status in sorted({400, 401, 429, 503, *errors}, reverse=True):
             view = blp.alt_response(
                 status,
                 schema=wire.WebhookError,
                 description=_ERRORS[status],
-                headers=_RETRY_AFTER if status == 503 else None,
+                headers=_RETRY_AFTER if status in (429, 503) else None,
             )(view)
         view = blp.doc(
             operationId=f"webhook_users_{operation.replace('-', '_')}",

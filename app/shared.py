@@ -1,0 +1,77 @@
+"""What the instances of one deployment must share at once, behind small interfaces.
+
+Three checks guard security and must see every instance's writes at once: a ``jti`` used once
+(``app.replay``), "not before" revocations of users and sessions (``app.revocation``) and the
+claim on a webhook id while its first delivery runs (``app.idempotency``). Each has a
+``typing.Protocol`` with two implementations, picked here once per app:
+
+- single-instance mode (no ``IDBRIDGE_REDIS_URL``): the database and in-process locks;
+- with Redis (``app.shared_redis``): Redis is the shared fast path, the database stays the
+  durable record, and a Redis call that fails or times out (``IDBRIDGE_REDIS_TIMEOUT``)
+  raises ``StoreUnavailable``: the caller answers 503 with ``Retry-After`` (fail closed).
+
+Grants and revoked issued tokens are read from the database in the same transaction as the
+rows they guard (the grant row, the signing keys), so they need no second copy in Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from app import runtime
+from app.idempotency import DeliveryClaims, LocalDeliveryClaims
+from app.replay import DatabaseReplayStore, ReplayStore
+from app.revocation import DatabaseNotBefore, NotBeforeStore
+
+EXTENSION = "idbridge.shared"
+
+
+@dataclass(frozen=True)
+class SharedState:
+    replay: ReplayStore
+    not_before: NotBeforeStore
+    deliveries: DeliveryClaims
+    redis: redis.Redis | None = None
+
+    def redis_status(self) -> str | None:
+        """``/readyz``: "ok", "unreachable", or ``None`` in single-instance mode."""
+        if self.redis is None:
+            return None
+        try:
+            self.redis.ping()
+        except redis.RedisError:
+            return "unreachable"
+        return "ok"
+
+
+def init_app(flask_app: Flask) -> SharedState:
+    rt = runtime.of(flask_app)
+    state: SharedState
+    if rt.settings.redis_url:
+        from app import shared_redis
+
+        client = shared_redis.connect(rt.settings.redis_url, rt.settings.redis_timeout)
+        state = SharedState(
+            replay=shared_redis.RedisReplayStore(client, rt.keyring),
+            not_before=shared_redis.RedisNotBefore(client, rt.keyring),
+            deliveries=shared_redis.RedisDeliveryClaims(client, rt.keyring),
+            redis=client,
+        )
+    else:
+        state = SharedState(DatabaseReplayStore(), DatabaseNotBefore(), LocalDeliveryClaims())
+    flask_app.extensions[EXTENSION] = state
+    rt.db.info[EXTENSION] = state
+    return state
+
+
+def of(flask_app: Flask) -> SharedState:
+    return flask_app.extensions[EXTENSION]
+
+
+def of_session(session: Session) -> SharedState:
+    """The shared state of the app whose database opened ``session`` (``Database.info``)."""
+    return session.info[EXTENSION]
