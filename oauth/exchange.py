@@ -19,7 +19,17 @@ from flask import Request, Response, g, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
-from app import assertions, exchange, issued, runtime, signing, tenants, token_cache, tokens
+from app import (
+    assertions,
+    exchange,
+    issued,
+    runtime,
+    signing,
+    tenants,
+    token_cache,
+    tokens,
+    upstream_guard,
+)
 from app.errors import DomainError, NotFound, StoreUnavailable
 from app.oauth_errors import InvalidClient, InvalidRequest, OAuthError, TemporarilyUnavailable
 
@@ -299,6 +309,7 @@ class Token(MethodView):
             runtime.current(),
             tokens.current(),
             token_cache.of_current(),
+            upstream_guard.of_current(),
             tenant,
             creds,
             exchange_request,
