@@ -60,7 +60,6 @@ from app.upstream import (
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 FEDERATED_LIFETIME = 60  # seconds: the minted subject token is used once, right away
 PASS_THROUGH = {"salesforce": ("instance_url", "api_instance_url")}
 _NO_SUCH_USER = (
