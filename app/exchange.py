@@ -2,7 +2,12 @@
 
 authenticate the client -> validate the subject token -> authorise (integration, grant,
 scope) -> resolve the user -> map to the upstream identity -> obtain the upstream token (cache,
-else the integration's handler) -> audit -> respond.
+else the integration's handler; remote handlers behind the circuit breaker and negative cache
+of ``app.upstream_guard``) -> audit -> respond.
+
+Delegation (an actor token, ``validate_actor``) and impersonation (none, at an integration
+whose upstream issues the token: ``_impersonation``) are decided on the subject token's
+top-level claims and the current actor only, and both are audited.
 
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
 §5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read

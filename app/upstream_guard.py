@@ -58,7 +58,7 @@ class NegativeCache(Protocol):
 class _State:
     failures: int = 0
     open_until: float = 0.0
-    probing: bool = False
+    probe_until: float = 0.0  # a probe that never reports back frees the slot after this
 
 
 class MemoryBreaker:
@@ -75,9 +75,9 @@ class MemoryBreaker:
             now = self.clock()
             if now < state.open_until:
                 return state.open_until - now
-            if state.probing:
-                return cooldown
-            state.probing = True
+            if now < state.probe_until:
+                return state.probe_until - now
+            state.probe_until = now + cooldown
             return 0.0
 
     def failure(self, scope: str, failures: int, cooldown: float) -> None:
@@ -86,7 +86,7 @@ class MemoryBreaker:
                 self._states.clear()
             state = self._states.setdefault(scope, _State())
             state.failures += 1
-            state.probing = False
+            state.probe_until = 0.0
             if state.failures >= failures:
                 state.open_until = self.clock() + cooldown
 
