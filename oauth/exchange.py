@@ -191,9 +191,9 @@ def document(api: Api) -> None:
         {
             "description": "RFC 6749 §5.2 error: `invalid_request`, `invalid_client` (401), "
             "`invalid_target`, `invalid_scope`, `unauthorized_client`, `unsupported_grant_type`, "
-            "`user_not_provisioned` (with `integration` and `retryable: false`), "
-            "`temporarily_unavailable` (503, with `Retry-After`), `not_found` (404, no such "
-            "tenant).",
+            "`user_not_provisioned` and `invalid_grant` (an upstream refused; both with "
+            "`integration` and `retryable: false`), `temporarily_unavailable` (503, with "
+            "`Retry-After`), `not_found` (404, no such tenant).",
             "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
             "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         },
@@ -259,6 +259,15 @@ _TOKEN_RESPONSE = {
         "token_type": {"type": "string"},
         "expires_in": {"type": "integer"},
         "scope": {"type": "string"},
+        "instance_url": {
+            "type": "string",
+            "description": "Salesforce integrations: the org's REST base URL, as Salesforce "
+            "answered it.",
+        },
+        "api_instance_url": {
+            "type": "string",
+            "description": "Salesforce integrations: the API base URL, as Salesforce answered it.",
+        },
     },
 }
 

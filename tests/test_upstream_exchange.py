@@ -501,3 +501,32 @@ def test_the_breaker_opens_after_repeated_failures_and_closes_again(first, idp, 
     assert len(salesforce.requests) == 3  # one probe, and it closed the breaker
     assert exchange(first, idp.access_token("00u2"), "sf").status_code == 200
     assert len(salesforce.requests) == 4
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"client_auth": "tls_client_auth"},
+        {"breaker_failures": 0},
+        {"timeout": 120},
+        {"not_provisioned_patterns": ["(unclosed"]},
+        {"not_provisioned_errors": "user_not_provisioned"},
+    ],
+    ids=["client-auth", "failures", "timeout", "pattern", "codes"],
+)
+def test_bad_upstream_settings_are_refused_when_written(first, settings):
+    admin(first, "POST", "/tenants", {"slug": "acme"})
+    response = requests.post(
+        f"{first.url}/admin/v1/tenants/acme/integrations",
+        json={
+            "name": "crm",
+            "kind": "rfc8693",
+            "flow": "brokered",
+            "token_endpoint": "https://upstream.example/oauth/token",
+            "settings": settings,
+        },
+        headers=ADMIN,
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text  # the admin API's validation error
+    assert list(response.json()["errors"]["json"]) == ["settings"]
