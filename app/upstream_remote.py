@@ -76,6 +76,7 @@ _ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def _scopes(target: Target, scopes: Sequence[str]) -> tuple[str, ...]:
+    """Mapped through ``scope_mapping`` where it names them, else as asked (like ``jwt``)."""
     return JwtHandler().upstream_scopes(target, scopes)
 
 
@@ -230,8 +231,13 @@ class Rfc8693Handler:
         signer = require_signer(request)
         now = int(time.time())
         audience = str(target.settings.get("subject_audience") or target.audience)
-        common = {"iss": request.issuer, "aud": audience, "iat": now, "nbf": now}
-        common["exp"] = now + FEDERATED_LIFETIME
+        common = {
+            "iss": request.issuer,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + FEDERATED_LIFETIME,
+        }
         subject: dict[str, Any] = common | {
             "sub": request.upstream_subject,
             "client_id": request.client_id,
