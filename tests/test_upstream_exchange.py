@@ -530,3 +530,44 @@ def test_bad_upstream_settings_are_refused_when_written(first, settings):
     )
     assert response.status_code == 422, response.text  # the admin API's validation error
     assert list(response.json()["errors"]["json"]) == ["settings"]
+
+
+def test_the_rfc8693_request_carries_the_integrations_target_and_basic_auth(first, idp, salesforce):
+    secret = remember_secret("s3cret:with/odd+chars-" + "q" * 20)
+    seed_first(
+        first,
+        idp,
+        {
+            "name": "crm",
+            "kind": "rfc8693",
+            "flow": "brokered",
+            "token_endpoint": salesforce.token_endpoint,  # any RFC 8693 server will do
+            "client_id": "idbridge@acme",
+            "client_secret": secret,
+            "audience": CRM,
+            "resource": "https://crm.example/api",
+            "scope_mapping": {"read": ["crm.read", "crm.list"]},
+            "user_mapping": {"source": "subject"},
+            "token_lifetime": 300,
+            "settings": {"requested_token_type": "urn:ietf:params:oauth:token-type:jwt"},
+        },
+    )
+    subject = idp.access_token("00u1")
+    response = exchange(first, subject, "crm", scope="read")
+    assert response.status_code == 200, response.text
+    (sent,) = salesforce.requests
+    assert sent["form"] == {
+        "grant_type": GRANT,
+        "subject_token": subject,
+        "subject_token_type": ACCESS,
+        "audience": CRM,
+        "resource": "https://crm.example/api",
+        "scope": "crm.read crm.list",
+        "requested_token_type": "urn:ietf:params:oauth:token-type:jwt",
+    }
+    # RFC 6749 §2.3.1: client id and secret form-encoded, then base64
+    expected = base64.b64encode(b"idbridge%40acme:s3cret%3Awith%2Fodd%2Bchars-" + b"q" * 20)
+    assert sent["authorization"] == "Basic " + expected.decode()
+    body = response.json()
+    assert "instance_url" not in body  # passed through for Salesforce only
+    assert 0 < body["expires_in"] <= 300
