@@ -2,7 +2,12 @@
 
 authenticate the client -> validate the subject token -> authorise (integration, grant,
 scope) -> resolve the user -> map to the upstream identity -> obtain the upstream token (cache,
-else the integration's handler) -> audit -> respond.
+else the integration's handler; remote handlers behind the circuit breaker and negative cache
+of ``app.upstream_guard``) -> audit -> respond.
+
+Delegation (an actor token, ``validate_actor``) and impersonation (none, at an integration
+whose upstream issues the token: ``_impersonation``) are decided on the subject token's
+top-level claims and the current actor only, and both are audited.
 
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
 §5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
@@ -27,7 +32,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import assertions, audit, clients, mappings, oidc, signing, tenants, users
+from app import assertions, audit, clients, integrations, mappings, oidc, signing, tenants, users
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
 from app.models import Client, Grant, Integration, Tenant, User
 from app.oauth_errors import (
@@ -44,7 +49,9 @@ from app.oauth_errors import (
 from app.runtime import Runtime
 from app.token_cache import CacheKey, UpstreamTokenCache
 from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, VerifiedToken
-from app.upstream import Target, UpstreamRequest, UpstreamToken, handler_for
+from app.upstream import Target, UpstreamRequest, UpstreamToken
+from app.upstream_guard import UpstreamGuard
+from app.upstream_remote import handler_for
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -97,9 +104,10 @@ class TokenResponse:
     token_type: str
     expires_in: int
     scope: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # e.g. Salesforce's instance_url
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        body: dict[str, Any] = dict(self.extra) | {
             "access_token": self.access_token,
             "issued_token_type": self.issued_token_type,
             "token_type": self.token_type,
@@ -128,6 +136,7 @@ class _Decision:
     cache_key: CacheKey
     caller: AuthenticatedClient
     scopes: tuple[str, ...] = field(default_factory=tuple)
+    note: str = ""  # recorded as the success's reason (impersonation)
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -293,6 +302,10 @@ def _target(integration: Integration) -> Target:
         token_lifetime=integration.token_lifetime,
         scope_mapping=dict(integration.scope_mapping or {}),
         settings=dict(integration.settings or {}),
+        flow=integration.flow or "",
+        resource=integration.resource,
+        token_endpoint=integration.token_endpoint,
+        client_id=integration.client_id,
     )
 
 
@@ -308,6 +321,7 @@ def exchange(
     rt: Runtime,
     validator: TokenValidator,
     cache: UpstreamTokenCache,
+    guard: UpstreamGuard,
     slug: str,
     credentials: ClientCredentials,
     request: ExchangeRequest,
@@ -335,7 +349,7 @@ def exchange(
             with rt.db.read() as session:
                 tenant = tenants.find(session, slug)
                 decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        token, _cached = _obtain(cache, decision)
+        token, _cached = _obtain(cache, guard, decision)
         response = _respond(token)
         _audit_success(rt, slug, decision, entry)
         return response
@@ -386,12 +400,17 @@ def _decide(
     grant, scopes = authorise(session, client, integration, request.scope)
     handler = handler_for(integration.kind)
     if handler is None:
-        raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported yet")
+        raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported")
+    note = ""
+    if handler.remote and not actors:
+        note = _impersonation(client, integration)
     target = _target(integration)
     upstream_scopes = handler.upstream_scopes(target, scopes)
     user = resolve_user(session, integration, token)
     upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
     signer = signing.signer(session, rt.keyring, tenant)
+    sealed = integration.client_secret_sealed
+    secret_context = integrations.client_secret_context(tenant, integration.name)
     upstream_request = UpstreamRequest(
         issuer=issuer_of(rt, tenant.slug),
         target=target,
@@ -401,6 +420,13 @@ def _decide(
         upstream_scopes=upstream_scopes,
         signer=signer,
         actors=actors,
+        subject_token=request.subject_token,
+        subject_token_type=request.subject_token_type,
+        actor_token=request.actor_token,
+        actor_token_type=request.actor_token_type,
+        requested_token_type=request.requested_token_type,
+        client_secret=rt.keyring.open(sealed, secret_context) if sealed else "",
+        allow_private=rt.settings.allow_private_urls,
     )
     key = CacheKey(
         tenant.id,
@@ -412,13 +438,30 @@ def _decide(
         " ".join(actors),
         upstream_subject,
     )
-    return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes)
+    return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes, note)
 
 
-def _obtain(cache: UpstreamTokenCache, decision: _Decision) -> tuple[UpstreamToken, bool]:
+def _impersonation(client: Client, integration: Integration) -> str:
+    """RFC 8693 §1.1: without an actor token, a token the upstream issues for the user names
+    the user only, so the client becomes the user there: impersonation, which needs the
+    client's ``may_impersonate`` right. (Tokens idbridge mints name the client in
+    ``client_id``; delegation names it in ``act``.)"""
+    if not client.may_impersonate:
+        raise InvalidRequest(
+            f"impersonation is not allowed for this client: integration {integration.name!r} "
+            "issues tokens that name the user only; send an actor_token (delegation)"
+        )
+    return "impersonation"
+
+
+def _obtain(
+    cache: UpstreamTokenCache, guard: UpstreamGuard, decision: _Decision
+) -> tuple[UpstreamToken, bool]:
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
-    return cache.get_or_obtain(decision.cache_key, lambda: handler.exchange(decision.request))
+    return cache.get_or_obtain(
+        decision.cache_key, lambda: guard.call(decision.tenant_id, handler, decision.request)
+    )
 
 
 def _respond(token: UpstreamToken) -> TokenResponse:
@@ -427,6 +470,7 @@ def _respond(token: UpstreamToken) -> TokenResponse:
         issued_token_type=token.issued_token_type,
         token_type=token.token_type,
         expires_in=max(0, int(token.expires_at - time.time())),
+        extra=token.extra,
     )
 
 
@@ -441,7 +485,7 @@ def _audit_success(rt: Runtime, slug: str, decision: _Decision, entry: audit.Ent
             if oidc.is_session_revoked(session, decision.token):
                 raise InvalidRequest("subject_token refused: the session of this token has ended")
             assertions.consume(session, tenant.id, decision.caller)
-            audit.record(session, tenant.id, entry, audit.SUCCESS)
+            audit.record(session, tenant.id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
     except (DomainError, SQLAlchemyError) as exc:

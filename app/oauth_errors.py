@@ -71,3 +71,18 @@ class TemporarilyUnavailable(OAuthError):
     code = "temporarily_unavailable"
     status = 503
     retry_after = 5
+
+
+class InvalidGrant(OAuthError):
+    """An upstream authorization server refused the exchange for a reason other than an
+    unknown user (RFC 6749 §5.2 ``invalid_grant``): final for this request, not retryable."""
+
+    code = "invalid_grant"
+
+    def __init__(self, integration: str, upstream_error: str = "") -> None:
+        said = f" ({upstream_error})" if upstream_error else ""
+        super().__init__(f"integration {integration!r} refused the exchange{said}")
+        self.integration = integration
+
+    def body(self) -> dict[str, Any]:
+        return super().body() | {"integration": self.integration, "retryable": False}

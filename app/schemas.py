@@ -8,6 +8,7 @@ names with the same rules, so both are validated here, once. Unknown fields are 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -216,8 +217,40 @@ class IntegrationSchema(Strict):
             raise ValidationError("is required for kind 'rfc8693' (brokered or federated)", "flow")
         if kind != "rfc8693" and data.get("flow"):
             raise ValidationError("applies to kind 'rfc8693' only", "flow")
+        if kind in ("rfc8693", "salesforce"):
+            _check_remote_settings(data.get("settings") or {})
         source = (data.get("user_mapping") or {}).get("source")
         if source not in MAPPING_SOURCES:
             raise ValidationError(
                 f"source must be one of {', '.join(MAPPING_SOURCES)}", "user_mapping"
             )
+
+
+CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+_POSITIVE_SETTINGS = ("breaker_failures", "breaker_cooldown", "negative_cache_seconds", "timeout")
+
+
+def _check_remote_settings(settings: dict[str, Any]) -> None:
+    """The ``settings`` keys ``app.upstream_remote`` and ``app.upstream_guard`` read, checked
+    when the integration is written, so a bad value never reaches an exchange."""
+    if settings.get("client_auth", CLIENT_AUTH_METHODS[0]) not in CLIENT_AUTH_METHODS:
+        raise ValidationError(
+            f"client_auth must be one of {', '.join(CLIENT_AUTH_METHODS)}", "settings"
+        )
+    for name in _POSITIVE_SETTINGS:
+        value = settings.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValidationError(f"{name} must be a positive number", "settings")
+    if float(settings.get("timeout", 1)) > 30:
+        raise ValidationError("timeout must be at most 30 seconds", "settings")
+    for name in ("not_provisioned_errors", "not_provisioned_patterns"):
+        values = settings.get(name, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValidationError(f"{name} must be a list of strings", "settings")
+    for pattern in settings.get("not_provisioned_patterns", []):
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise ValidationError(
+                f"not a regular expression: {pattern[:100]!r}", "settings"
+            ) from None

@@ -95,7 +95,11 @@ class RedisTokenCache:
         if self.clock() >= data["good_until"]:
             return None
         return UpstreamToken(
-            data["access_token"], data["expires_at"], data["issued_token_type"], data["token_type"]
+            data["access_token"],
+            data["expires_at"],
+            data["issued_token_type"],
+            data["token_type"],
+            tuple((name, value) for name, value in data.get("extra", [])),
         )
 
     def _store(self, key: CacheKey, digest: str, token: UpstreamToken) -> None:
@@ -109,6 +113,7 @@ class RedisTokenCache:
                 "expires_at": token.expires_at,
                 "issued_token_type": token.issued_token_type,
                 "token_type": token.token_type,
+                "extra": token.extra,
                 "good_until": until,
             }
         )

@@ -15,7 +15,7 @@ server the upstream trusts, so the token is minted and signed with the tenant's 
   trusts the tenant's issuer.
 
 ``rfc8693`` and ``salesforce`` (idbridge as a client of an upstream authorization server) are
-not built yet: an exchange for such an integration is refused with ``invalid_target``.
+in ``app.upstream_remote``, which also holds the registry of all kinds (``handler_for``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.oauth_errors import InvalidScope
@@ -43,6 +43,11 @@ class Target:
     token_lifetime: int
     scope_mapping: dict[str, Any]
     settings: dict[str, Any]
+    # the upstream authorization server, for remote kinds
+    flow: str = ""
+    resource: str = ""
+    token_endpoint: str = ""
+    client_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class UpstreamRequest:
     upstream_scopes: tuple[str, ...]
     signer: Signer | None
     actors: tuple[str, ...] = ()
+    # what remote handlers (``app.upstream_remote``) forward or present; never in a repr
+    subject_token: str = field(default="", repr=False)
+    subject_token_type: str = ""
+    actor_token: str | None = field(default=None, repr=False)
+    actor_token_type: str | None = None
+    requested_token_type: str | None = None
+    client_secret: str = field(default="", repr=False)
+    allow_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,10 +76,20 @@ class UpstreamToken:
     expires_at: float  # epoch seconds
     issued_token_type: str = ACCESS_TOKEN_TYPE
     token_type: str = "Bearer"
+    # upstream response fields the broker needs as well (Salesforce ``instance_url``)
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not answer usefully (timeout, connection error, 5xx, an unusable
+    body): retryable, counted by the circuit breaker (``app.upstream_guard``)."""
 
 
 class UpstreamHandler(Protocol):
-    """What every integration kind provides."""
+    """What every integration kind provides. ``remote`` handlers call an upstream server and
+    go behind the circuit breaker; the others mint locally."""
+
+    remote: bool
 
     def upstream_scopes(self, target: Target, scopes: Sequence[str]) -> tuple[str, ...]:
         """The upstream scopes the client's requested ``scopes`` mean; ``InvalidScope`` for a
@@ -85,7 +108,7 @@ def _mapped(target: Target, scope: str) -> list[str]:
     return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
-def _require_signer(request: UpstreamRequest) -> Signer:
+def require_signer(request: UpstreamRequest) -> Signer:
     if request.signer is None:  # the exchange always ensures a key first
         raise RuntimeError("no signing key")
     return request.signer
@@ -93,6 +116,8 @@ def _require_signer(request: UpstreamRequest) -> Signer:
 
 class SnowflakeHandler:
     """Snowflake External OAuth tokens signed by the tenant's key."""
+
+    remote = False
 
     def upstream_scopes(self, target: Target, scopes: Sequence[str]) -> tuple[str, ...]:
         roles: list[str] = []
@@ -128,12 +153,14 @@ class SnowflakeHandler:
             "jti": uuid.uuid4().hex,
             "client_id": request.client_id,
         }
-        token = _require_signer(request).sign(claims, token_type="JWT")
+        token = require_signer(request).sign(claims, token_type="JWT")
         return UpstreamToken(access_token=token, expires_at=float(expires))
 
 
 class JwtHandler:
     """RFC 9068 JWT access tokens signed by the tenant's key."""
+
+    remote = False
 
     def upstream_scopes(self, target: Target, scopes: Sequence[str]) -> tuple[str, ...]:
         mapped: list[str] = []
@@ -159,12 +186,12 @@ class JwtHandler:
         if request.upstream_scopes:
             claims["scope"] = " ".join(request.upstream_scopes)
         if request.actors:
-            claims["act"] = _act_chain(request.actors)
-        token = _require_signer(request).sign(claims, token_type="at+jwt")
+            claims["act"] = act_chain(request.actors)
+        token = require_signer(request).sign(claims, token_type="at+jwt")
         return UpstreamToken(access_token=token, expires_at=float(expires))
 
 
-def _act_chain(actors: Sequence[str]) -> dict[str, Any]:
+def act_chain(actors: Sequence[str]) -> dict[str, Any]:
     """RFC 8693 §4.1: the current actor outermost, earlier actors nested inside."""
     act: dict[str, Any] = {"sub": actors[-1]}
     inner = act
@@ -172,10 +199,3 @@ def _act_chain(actors: Sequence[str]) -> dict[str, Any]:
         inner["act"] = {"sub": actor}
         inner = inner["act"]
     return act
-
-
-HANDLERS: dict[str, UpstreamHandler] = {"snowflake": SnowflakeHandler(), "jwt": JwtHandler()}
-
-
-def handler_for(kind: str) -> UpstreamHandler | None:
-    return HANDLERS.get(kind)

@@ -20,7 +20,17 @@ from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 from werkzeug.exceptions import TooManyRequests
 
-from app import assertions, exchange, issued, runtime, signing, tenants, token_cache, tokens
+from app import (
+    assertions,
+    exchange,
+    issued,
+    runtime,
+    signing,
+    tenants,
+    token_cache,
+    tokens,
+    upstream_guard,
+)
 from app.errors import DomainError, NotFound, StoreUnavailable
 from app.oauth_errors import InvalidClient, InvalidRequest, OAuthError, TemporarilyUnavailable
 
@@ -192,9 +202,10 @@ def document(api: Api) -> None:
         {
             "description": "RFC 6749 §5.2 error: `invalid_request`, `invalid_client` (401), "
             "`invalid_target`, `invalid_scope`, `unauthorized_client`, `unsupported_grant_type`, "
-            "`user_not_provisioned` (with `integration` and `retryable: false`), "
-            "`temporarily_unavailable` (503, with `Retry-After`; 429 with `Retry-After` past a "
-            "rate limit), `not_found` (404, no such tenant).",
+            "`user_not_provisioned` and `invalid_grant` (an upstream refused; both with "
+            "`integration` and `retryable: false`), `temporarily_unavailable` (503, with "
+            "`Retry-After`; 429 with `Retry-After` past a rate limit), `not_found` (404, no "
+            "such tenant).",
             "headers": {"Cache-Control": {"schema": {"type": "string"}, "required": True}},
             "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         },
@@ -260,6 +271,15 @@ _TOKEN_RESPONSE = {
         "token_type": {"type": "string"},
         "expires_in": {"type": "integer"},
         "scope": {"type": "string"},
+        "instance_url": {
+            "type": "string",
+            "description": "Salesforce integrations: the org's REST base URL, as Salesforce "
+            "answered it.",
+        },
+        "api_instance_url": {
+            "type": "string",
+            "description": "Salesforce integrations: the API base URL, as Salesforce answered it.",
+        },
     },
 }
 
@@ -310,6 +330,7 @@ class Token(MethodView):
             runtime.current(),
             tokens.current(),
             token_cache.of_current(),
+            upstream_guard.of_current(),
             tenant,
             creds,
             exchange_request,
