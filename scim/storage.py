@@ -92,33 +92,34 @@ class SqlStorage(ScimStorage):
         position: Any = None,
     ) -> SearchPage:
         """Filter, count and page in SQL; ``startIndex`` below 1 is taken as 1 (RFC 7644
-        §3.4.2.4) and ``count`` is already bounded by the service."""
+        §3.4.2.4) and ``count`` is already bounded by the service. A page that runs out before
+        ``count`` holds the last match, so its total needs no COUNT query: an ``eq`` filter on a
+        unique attribute costs one query, not two."""
         start = max(search_request.start_index or 1, 1)
         count = max(search_request.count if search_request.count is not None else 100, 0)
         models = [UserRow if rt.name == "User" else GroupRow for rt in resource_types]
-        statements = []
+        # At the root (RFC 7644 §3.4.2.1) the types are one collection: users, then groups.
+        resources: list[Resource[Any]] = []
+        total = 0
+        offset = start - 1
         for model in models:
             statement = select(model)
             if search_request.filter is not None:
                 statement = statement.where(filters.where(model, search_request.filter.ast))
-            statements.append(statement)
-        totals = [
-            self.session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-            for statement in statements
-        ]
-        # At the root (RFC 7644 §3.4.2.1) the types are one collection: users, then groups.
-        resources: list[Resource[Any]] = []
-        offset = start - 1
-        for model, statement, total in zip(models, statements, totals, strict=True):
             wanted = count - len(resources)
-            if offset >= total:
-                offset -= total
-                continue
+            rows = []
             if wanted > 0:
                 page = statement.order_by(model.id).offset(offset).limit(wanted)
-                resources += self._resources(model, list(self.session.scalars(page)))
-            offset = 0
-        return SearchPage(total=sum(totals), resources=resources)
+                rows = list(self.session.scalars(page))
+            if wanted > 0 and len(rows) < wanted and (rows or offset == 0):
+                matches = offset + len(rows)
+            else:
+                counted = select(func.count()).select_from(statement.subquery())
+                matches = self.session.scalar(counted) or 0
+            resources += self._resources(model, rows) if rows else []
+            total += matches
+            offset = max(offset - matches, 0)
+        return SearchPage(total=total, resources=resources)
 
     def _resources(self, model: Any, rows: list[Any]) -> list[Resource[Any]]:
         if model is UserRow:
