@@ -65,11 +65,13 @@ def scim_error(error: DomainError) -> SCIMException:
 
 
 class SqlStorage(ScimStorage):
-    """Users and Groups of one tenant (the session is already scoped to it)."""
+    """Users and Groups of one tenant (the session is already scoped to it). ``read_only``:
+    the session is a read (a GET), so an operation has nothing to undo."""
 
-    def __init__(self, session: Session, tenant: Tenant) -> None:
+    def __init__(self, session: Session, tenant: Tenant, read_only: bool = False) -> None:
         self.session = session
         self.tenant = tenant
+        self.read_only = read_only
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -270,7 +272,11 @@ class SqlStorage(ScimStorage):
     @contextmanager
     def operation(self) -> Iterator[None]:
         """A savepoint per operation: a failed Bulk operation leaves no trace (RFC 7644
-        §3.7), the others stay; the request's transaction commits them all."""
+        §3.7), the others stay; the request's transaction commits them all. A read takes no
+        savepoint: SAVEPOINT and RELEASE are two round trips a GET does not need."""
+        if self.read_only:
+            yield
+            return
         with self.session.begin_nested():
             yield
 
