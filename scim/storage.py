@@ -130,14 +130,23 @@ class SqlStorage(ScimStorage):
         members = self._members_of([row.id for row in rows])
         return [self.group_resource(row, members.get(row.id, [])) for row in rows]
 
+    def _locked(self, statement: Any) -> Any:
+        """In a write, the row read is locked until commit (``FOR UPDATE``; SQLite's writer
+        already holds the database): scim2-server's PATCH and PUT compare the version they
+        read with the one they write, so two concurrent PATCHes without ``If-Match`` would
+        otherwise answer 412 on PostgreSQL instead of applying one after the other."""
+        return statement if self.read_only else statement.with_for_update()
+
     def _user(self, scim_id: str) -> UserRow:
-        row = self.session.scalars(select(UserRow).where(UserRow.scim_id == scim_id)).first()
+        statement = self._locked(select(UserRow).where(UserRow.scim_id == scim_id))
+        row = self.session.scalars(statement).first()
         if row is None:
             raise NotFoundException(detail=f"no user has the id {scim_id!r}")
         return row
 
     def _group(self, scim_id: str) -> GroupRow:
-        row = self.session.scalars(select(GroupRow).where(GroupRow.scim_id == scim_id)).first()
+        statement = self._locked(select(GroupRow).where(GroupRow.scim_id == scim_id))
+        row = self.session.scalars(statement).first()
         if row is None:
             raise NotFoundException(detail=f"no group has the id {scim_id!r}")
         return row
