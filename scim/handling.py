@@ -47,7 +47,8 @@ def dispatch(tenant: str, path: str) -> Response:
         body=request.get_data(cache=False) if request.method in ("POST", "PUT", "PATCH") else b"",
     )
     public = path == "/ServiceProviderConfig"  # RFC 7644 §4: readable without a token
-    unit = rt.db.read() if request.method == "GET" else rt.db.transaction()
+    reading = request.method == "GET"
+    unit = rt.db.read() if reading else rt.db.transaction()
     try:
         with unit as session:
             try:
@@ -58,7 +59,9 @@ def dispatch(tenant: str, path: str) -> Response:
                 raise UnauthorizedException(detail="a valid SCIM token is required") from None
             if not public:
                 _authenticate(session, rt.keyring)
-            response = ScimHandler(scim, SqlStorage(session, tenant_row)).handle(scim_request)
+            response = ScimHandler(scim, SqlStorage(session, tenant_row, reading)).handle(
+                scim_request
+            )
     except SCIMException as exc:
         response = scim.error_response(exc)
     except StoreUnavailable as exc:

@@ -79,6 +79,16 @@ def test_paging_is_stable_clamped_and_counted(scim):
     assert scim.get("/Users?count=0").get_json()["totalResults"] == 5
 
 
+def test_total_is_right_when_the_page_runs_out_or_starts_past_the_end(scim):
+    """A short page gives its total without a COUNT query; it must still be every match."""
+    page = scim.get("/Users?startIndex=4&count=10").get_json()
+    assert page["totalResults"] == 5 and len(page["Resources"]) == 2
+    page = scim.get("/Users?startIndex=9&count=10").get_json()
+    assert page["totalResults"] == 5 and page.get("Resources", []) == []
+    found = scim.get("/Users?filter=" + quote('userName eq "bob"')).get_json()
+    assert found["totalResults"] == 1 and [u["userName"] for u in found["Resources"]] == ["bob"]
+
+
 def test_post_search(scim):
     response = scim.post(
         "/Users/.search", {"schemas": [SEARCH], "filter": 'userName eq "bob"', "count": 10}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from app import runtime, tenants, users
@@ -260,3 +262,28 @@ def test_bad_input_is_a_scim_error_never_a_500(scim):
     _error(response, 400, "invalidSyntax")
     _error(scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}), 400)
     _error(scim.post("/Users", [1, 2]), 400)
+
+
+def test_concurrent_patches_without_if_match_all_apply(app):
+    """Without ``If-Match`` no PATCH is refused for a concurrent one (412 answers a failed
+    precondition only, RFC 7644 §3.14): the row is locked, so the writes apply in turn."""
+    token = make_tenant(app)
+    first = Scim(app.test_client(), "acme", token)
+    user_id = first.post("/Users", user_body("Ada", "00u1", "C-1")).get_json()["id"]
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def patcher(n: int) -> None:
+        scim = Scim(app.test_client(), "acme", token)
+        barrier.wait(timeout=30)
+        for i in range(10):
+            operation = {"op": "replace", "path": "displayName", "value": f"{n}-{i}"}
+            statuses.append(scim.patch(f"/Users/{user_id}", [operation]).status_code)
+
+    threads = [threading.Thread(target=patcher, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert statuses == [200] * 40
+    assert first.get(f"/Users/{user_id}").get_json()["meta"]["version"] == 'W/"41"'
