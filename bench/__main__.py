@@ -19,7 +19,7 @@ Load: wrk (Debian package ``wrk``) for requests that never change, the bounded P
 (``bench/load.py``) for those that must differ per request (cache miss, webhooks); hello and
 floor run under both, and every ratio compares runs of the same client. Each round runs
 every baseline and every scenario in turn (A B A B), several rounds; medians and min-max.
-Then ``bench.scim.run`` (part B, when present) adds the SCIM rows. Output: printed tables,
+Then ``bench.scim.run`` adds the SCIM rows. Output: printed tables,
 JSON + Markdown + one PNG chart under ``bench/results/`` (git-ignored).
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -50,7 +49,7 @@ import requests
 from standardwebhooks import Webhook
 
 from app.settings import Settings
-from bench import authlib_peer, chart, seed, wrk
+from bench import authlib_peer, chart, scim, seed, wrk
 from bench.common import (
     Process,
     children,
@@ -487,12 +486,7 @@ def time_import(env: dict[str, str], folder: Path) -> dict[str, Any]:
 def run_scim(
     args: argparse.Namespace, folder: Path, hello: dict[str, float]
 ) -> list[dict[str, Any]]:
-    """Part B's SCIM benchmarks (``bench/scim.py``), when that module is present."""
-    if importlib.util.find_spec("bench.scim") is None:
-        print("bench/scim.py not present: no SCIM rows", flush=True)
-        return []
-    from bench import scim  # type: ignore[attr-defined]
-
+    """The SCIM benchmarks (``bench/scim.py``), with ratios to the hello of the same client."""
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = scim.run(
         quick=args.quick,
