@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,18 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import assertions, audit, clients, integrations, mappings, oidc, signing, tenants, users
+from app import (
+    assertions,
+    audit,
+    clients,
+    integrations,
+    mappings,
+    oidc,
+    signing,
+    tenancy,
+    tenants,
+    users,
+)
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
 from app.models import Client, Grant, Integration, Tenant, User
 from app.oauth_errors import (
@@ -338,35 +349,38 @@ def exchange(
         audience=" ".join(request.audiences + request.resources),
         scope=request.scope or "",
     )
-    tenant_id: int | None = None
+    tenant_id: int | None = None  # an int: a refusal rolls back (and expires) the tenant row
     try:
         with rt.db.read() as session:
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
             decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        if decision.request.signer is None:  # the tenant's first exchange: make its key
-            _create_first_key(rt, slug)
-            with rt.db.read() as session:
-                tenant = tenants.find(session, slug)
-                decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        token, _cached = _obtain(cache, guard, decision)
+        token, cached = _obtain(rt, tenant, cache, guard, decision)
         response = _respond(token)
-        _audit_success(rt, slug, decision, entry)
+        _audit_success(rt, decision, entry, recheck=not cached)
         return response
     except OAuthError as exc:
         if tenant_id is not None:
-            _audit_failure(rt, slug, entry, exc)
+            _audit_failure(rt, tenant_id, entry, exc)
         raise
     except (StoreUnavailable, Conflict) as exc:
         raise TemporarilyUnavailable(exc.message) from None
 
 
-def _create_first_key(rt: Runtime, slug: str) -> None:
-    try:
-        with rt.db.transaction() as session:
-            signing.ensure_key(session, rt.keyring, tenants.find(session, slug))
-    except Conflict:
-        pass  # a concurrent request made it first
+def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRequest:
+    """``request`` with the tenant's current signer: loaded only when an upstream token must
+    be obtained (a cache hit signs nothing); the tenant's first exchange makes its key."""
+    with rt.db.read() as session:
+        signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
+    if signer is None:
+        try:
+            with rt.db.transaction() as session:
+                signing.ensure_key(session, rt.keyring, tenancy.scope(session, tenant))
+        except Conflict:
+            pass  # a concurrent request made it first
+        with rt.db.read() as session:
+            signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
+    return replace(request, signer=signer)
 
 
 def _decide(
@@ -408,7 +422,6 @@ def _decide(
     upstream_scopes = handler.upstream_scopes(target, scopes)
     user = resolve_user(session, integration, token)
     upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
-    signer = signing.signer(session, rt.keyring, tenant)
     sealed = integration.client_secret_sealed
     secret_context = integrations.client_secret_context(tenant, integration.name)
     upstream_request = UpstreamRequest(
@@ -418,7 +431,7 @@ def _decide(
         subject=user.subject,
         upstream_subject=upstream_subject,
         upstream_scopes=upstream_scopes,
-        signer=signer,
+        signer=None,  # loaded on a cache miss only (_signed)
         actors=actors,
         subject_token=request.subject_token,
         subject_token_type=request.subject_token_type,
@@ -455,12 +468,17 @@ def _impersonation(client: Client, integration: Integration) -> str:
 
 
 def _obtain(
-    cache: UpstreamTokenCache, guard: UpstreamGuard, decision: _Decision
+    rt: Runtime,
+    tenant: Tenant,
+    cache: UpstreamTokenCache,
+    guard: UpstreamGuard,
+    decision: _Decision,
 ) -> tuple[UpstreamToken, bool]:
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
     return cache.get_or_obtain(
-        decision.cache_key, lambda: guard.call(decision.tenant_id, handler, decision.request)
+        decision.cache_key,
+        lambda: guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request)),
     )
 
 
@@ -474,30 +492,36 @@ def _respond(token: UpstreamToken) -> TokenResponse:
     )
 
 
-def _audit_success(rt: Runtime, slug: str, decision: _Decision, entry: audit.Entry) -> None:
-    """Re-check the grant and the session in the write transaction, then record success."""
+def _audit_success(rt: Runtime, decision: _Decision, entry: audit.Entry, recheck: bool) -> None:
+    """Record success in one short write transaction. After an upstream call (``recheck``)
+    the grant and the session are checked again first, so a grant revoked or a session ended
+    while the upstream answered is still refused; a cache hit read them moments ago in
+    ``_decide``, and revoking either purges the cached token (``app.token_cache``)."""
     try:
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            grant = session.get(Grant, decision.grant_id)
-            if grant is None or grant.revoked_at is not None:
-                raise UnauthorizedClient("the client has no active grant for this integration")
-            if oidc.is_session_revoked(session, decision.token):
-                raise InvalidRequest("subject_token refused: the session of this token has ended")
-            assertions.consume(session, tenant.id, decision.caller)
-            audit.record(session, tenant.id, entry, audit.SUCCESS, reason=decision.note)
+            tenancy.scope_id(session, decision.tenant_id)
+            if recheck:
+                grant = session.get(Grant, decision.grant_id)
+                if grant is None or grant.revoked_at is not None:
+                    raise UnauthorizedClient("the client has no active grant for this integration")
+                if oidc.is_session_revoked(session, decision.token):
+                    raise InvalidRequest(
+                        "subject_token refused: the session of this token has ended"
+                    )
+            assertions.consume(session, decision.tenant_id, decision.caller)
+            audit.record(session, decision.tenant_id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
     except (DomainError, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the audit log cannot be written; nothing was issued") from exc
 
 
-def _audit_failure(rt: Runtime, slug: str, entry: audit.Entry, exc: OAuthError) -> None:
+def _audit_failure(rt: Runtime, tenant_id: int, entry: audit.Entry, exc: OAuthError) -> None:
     """Record a refusal; when even that fails, the caller gets 503 instead (fail closed)."""
     try:
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            audit.record(session, tenant.id, entry, audit.FAILURE, exc.code, exc.message)
+            tenancy.scope_id(session, tenant_id)
+            audit.record(session, tenant_id, entry, audit.FAILURE, exc.code, exc.message)
     except (DomainError, SQLAlchemyError) as failure:
         raise TemporarilyUnavailable("the audit log cannot be written") from failure
 
@@ -540,13 +564,13 @@ def mapping(
             user = session.scalars(select(User).where(User.subject == subject)).first()
             upstream = mappings.upstream_subject(session, integration, user)
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            assertions.consume(session, tenant.id, caller)
-            audit.record(session, tenant.id, entry, audit.SUCCESS)
+            tenancy.scope_id(session, tenant_id)
+            assertions.consume(session, tenant_id, caller)
+            audit.record(session, tenant_id, entry, audit.SUCCESS)
         return MappingAnswer(integration_name, subject, upstream)
     except OAuthError as exc:
         if tenant_id is not None:
-            _audit_failure(rt, slug, entry, exc)
+            _audit_failure(rt, tenant_id, entry, exc)
         raise
     except (StoreUnavailable, Conflict, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the store cannot answer now") from exc

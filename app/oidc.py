@@ -64,12 +64,11 @@ def find_tenant(session: Session, slug: str) -> tuple[Tenant, TrustedIssuer]:
 
 def is_session_revoked(session: Session, token: VerifiedToken) -> bool:
     """``app.revocation.is_revoked`` for a validated token, plus revocations of its ``sid``
-    recorded without a subject (back-channel logout by ``sid`` only)."""
-    if revocation.is_revoked(session, token.subject, token.session_id, token.issued_at):
-        return True
-    return bool(token.session_id) and revocation.is_revoked(
-        session, ANY_SUBJECT, token.session_id, token.issued_at
-    )
+    recorded without a subject (back-channel logout by ``sid`` only), in one read."""
+    keys = revocation.keys_of(token.subject, token.session_id)
+    if token.session_id:
+        keys += revocation.keys_of(ANY_SUBJECT, token.session_id)
+    return revocation.any_revoked(session, keys, token.issued_at)
 
 
 def authenticate(
