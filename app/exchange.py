@@ -12,10 +12,12 @@ top-level claims and the current actor only, and both are audited.
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
 §5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
 transaction; the upstream token is obtained outside any transaction (an upstream call never
-holds a database lock); the audit row is written in its own write transaction, which first
-checks again that the grant is still active and the user's session not revoked, so a grant
-revoked while the upstream answered is still refused. Every outcome, success or refusal, is
-audited; when the audit write fails the exchange fails (503) and no token leaves.
+holds a database lock; the signing key is loaded only then: a cache hit signs nothing); the
+audit row is written in its own short write transaction. After an upstream call that
+transaction first checks again that the grant is still active and the user's session not
+revoked, so a grant revoked while the upstream answered is still refused; a cache hit read
+both moments before, and revoking either purges the cached token. Every outcome, success or
+refusal, is audited; when the audit write fails the exchange fails (503) and no token leaves.
 
 The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
 """
