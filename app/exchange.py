@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -248,30 +248,27 @@ def validate_actor(
     return (*reversed(earlier), client.client_id)
 
 
-# Built once, bound per call: building a statement costs more than running it (bench/).
-_BY_AUDIENCE = (
-    select(Integration)
-    .where(or_(Integration.name == bindparam("value"), Integration.audience == bindparam("value")))
-    .limit(2)
+# Built once, bound per call: building a statement costs more than running it (bench/). Each
+# integration comes with the client's grant for it, if any (one round trip, not two).
+_WITH_GRANT = select(Integration, Grant).outerjoin(
+    Grant, and_(Grant.integration_pk == Integration.id, Grant.client_pk == bindparam("client_pk"))
 )
-_BY_RESOURCE = (
-    select(Integration)
-    .where(
-        or_(Integration.resource == bindparam("value"), Integration.audience == bindparam("value"))
-    )
-    .limit(2)
-)
-_GRANT = select(Grant).where(
-    Grant.client_pk == bindparam("client_pk"), Grant.integration_pk == bindparam("integration_pk")
-)
+_BY_AUDIENCE = _WITH_GRANT.where(
+    or_(Integration.name == bindparam("value"), Integration.audience == bindparam("value"))
+).limit(2)
+_BY_RESOURCE = _WITH_GRANT.where(
+    or_(Integration.resource == bindparam("value"), Integration.audience == bindparam("value"))
+).limit(2)
+_BY_NAME = _WITH_GRANT.where(Integration.name == bindparam("value"))
 
 
 def find_integration(
-    session: Session, audiences: Sequence[str], resources: Sequence[str]
-) -> Integration:
+    session: Session, client: Client, audiences: Sequence[str], resources: Sequence[str]
+) -> tuple[Integration, Grant | None]:
     """The one integration the ``audience`` (name or upstream audience URI) and ``resource``
-    (upstream URI) values name (RFC 8693 §2.1); anything else is ``invalid_target``."""
-    found: dict[int, Integration] = {}
+    (upstream URI) values name (RFC 8693 §2.1), with ``client``'s grant for it; anything else
+    is ``invalid_target``."""
+    found: dict[int, tuple[Integration, Grant | None]] = {}
     targets = [(value, False) for value in audiences] + [(value, True) for value in resources]
     if not targets:
         raise InvalidRequest("audience or resource is required")
@@ -279,25 +276,24 @@ def find_integration(
         if not value or len(value) > 2000:
             raise InvalidTarget("unknown audience or resource")
         statement = _BY_RESOURCE if is_resource else _BY_AUDIENCE
-        matches = list(session.scalars(statement, {"value": value}))
+        matches = session.execute(statement, {"value": value, "client_pk": client.id}).all()
         if len(matches) != 1:
             raise InvalidTarget("unknown or ambiguous audience or resource")
-        found[matches[0].id] = matches[0]
+        integration, grant = matches[0]
+        found[integration.id] = (integration, grant)
     if len(found) != 1:
         raise InvalidTarget("one exchange names one integration")
     return next(iter(found.values()))
 
 
 def authorise(
-    session: Session, client: Client, integration: Integration, scope: str | None
+    client: Client, integration: Integration, grant: Grant | None, scope: str | None
 ) -> tuple[Grant, tuple[str, ...]]:
-    """The client may ask for this integration (its ``audiences``), holds an active grant, and
-    asks only for scopes in its allow-list: never widened, never silently narrowed."""
+    """The client may ask for this integration (its ``audiences``), holds an active grant
+    (``grant``, as ``find_integration`` read it), and asks only for scopes in its allow-list:
+    never widened, never silently narrowed."""
     if integration.name not in (client.audiences or []):
         raise InvalidTarget("the audience is not allowed for this client")
-    grant = session.scalars(
-        _GRANT, {"client_pk": client.id, "integration_pk": integration.id}
-    ).first()
     if grant is None or grant.revoked_at is not None:
         raise UnauthorizedClient("the client has no active grant for this integration")
     requested = tuple(dict.fromkeys((scope or "").split()))
@@ -425,9 +421,11 @@ def _decide(
     if request.actor_token is not None or request.actor_token_type is not None:
         actors = validate_actor(session, tenant, validator, client, token, request)
         entry.actors = list(actors)
-    integration = find_integration(session, request.audiences, request.resources)
+    integration, found_grant = find_integration(
+        session, client, request.audiences, request.resources
+    )
     entry.integration = integration.name
-    grant, scopes = authorise(session, client, integration, request.scope)
+    grant, scopes = authorise(client, integration, found_grant, request.scope)
     handler = handler_for(integration.kind)
     if handler is None:
         raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported")
@@ -571,12 +569,13 @@ def mapping(
             client = caller.client
             if not integration_name or not subject:
                 raise InvalidRequest("integration and subject are required")
-            integration = session.scalars(
-                select(Integration).where(Integration.name == integration_name)
+            found = session.execute(
+                _BY_NAME, {"value": integration_name, "client_pk": client.id}
             ).first()
-            if integration is None:
+            if found is None:
                 raise InvalidTarget("unknown integration")
-            authorise(session, client, integration, None)
+            integration, grant = found
+            authorise(client, integration, grant, None)
             user = session.scalars(select(User).where(User.subject == subject)).first()
             upstream = mappings.upstream_subject(session, integration, user)
         with rt.db.transaction() as session:
