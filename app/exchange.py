@@ -12,10 +12,12 @@ top-level claims and the current actor only, and both are audited.
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
 §5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
 transaction; the upstream token is obtained outside any transaction (an upstream call never
-holds a database lock); the audit row is written in its own write transaction, which first
-checks again that the grant is still active and the user's session not revoked, so a grant
-revoked while the upstream answered is still refused. Every outcome, success or refusal, is
-audited; when the audit write fails the exchange fails (503) and no token leaves.
+holds a database lock; the signing key is loaded only then: a cache hit signs nothing); the
+audit row is written in its own short write transaction. After an upstream call that
+transaction first checks again that the grant is still active and the user's session not
+revoked, so a grant revoked while the upstream answered is still refused; a cache hit read
+both moments before, and revoking either purges the cached token. Every outcome, success or
+refusal, is audited; when the audit write fails the exchange fails (503) and no token leaves.
 
 The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
 """
@@ -24,15 +26,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app import assertions, audit, clients, integrations, mappings, oidc, signing, tenants, users
+from app import (
+    assertions,
+    audit,
+    clients,
+    integrations,
+    mappings,
+    oidc,
+    signing,
+    tenancy,
+    tenants,
+    users,
+)
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
 from app.models import Client, Grant, Integration, Tenant, User
 from app.oauth_errors import (
@@ -235,42 +248,52 @@ def validate_actor(
     return (*reversed(earlier), client.client_id)
 
 
+# Built once, bound per call: building a statement costs more than running it (bench/). Each
+# integration comes with the client's grant for it, if any (one round trip, not two).
+_WITH_GRANT = select(Integration, Grant).outerjoin(
+    Grant, and_(Grant.integration_pk == Integration.id, Grant.client_pk == bindparam("client_pk"))
+)
+_BY_AUDIENCE = _WITH_GRANT.where(
+    or_(Integration.name == bindparam("value"), Integration.audience == bindparam("value"))
+).limit(2)
+_BY_RESOURCE = _WITH_GRANT.where(
+    or_(Integration.resource == bindparam("value"), Integration.audience == bindparam("value"))
+).limit(2)
+_BY_NAME = _WITH_GRANT.where(Integration.name == bindparam("value"))
+
+
 def find_integration(
-    session: Session, audiences: Sequence[str], resources: Sequence[str]
-) -> Integration:
+    session: Session, client: Client, audiences: Sequence[str], resources: Sequence[str]
+) -> tuple[Integration, Grant | None]:
     """The one integration the ``audience`` (name or upstream audience URI) and ``resource``
-    (upstream URI) values name (RFC 8693 §2.1); anything else is ``invalid_target``."""
-    found: dict[int, Integration] = {}
+    (upstream URI) values name (RFC 8693 §2.1), with ``client``'s grant for it; anything else
+    is ``invalid_target``."""
+    found: dict[int, tuple[Integration, Grant | None]] = {}
     targets = [(value, False) for value in audiences] + [(value, True) for value in resources]
     if not targets:
         raise InvalidRequest("audience or resource is required")
     for value, is_resource in targets:
         if not value or len(value) > 2000:
             raise InvalidTarget("unknown audience or resource")
-        condition = (
-            or_(Integration.resource == value, Integration.audience == value)
-            if is_resource
-            else or_(Integration.name == value, Integration.audience == value)
-        )
-        matches = list(session.scalars(select(Integration).where(condition).limit(2)))
+        statement = _BY_RESOURCE if is_resource else _BY_AUDIENCE
+        matches = session.execute(statement, {"value": value, "client_pk": client.id}).all()
         if len(matches) != 1:
             raise InvalidTarget("unknown or ambiguous audience or resource")
-        found[matches[0].id] = matches[0]
+        integration, grant = matches[0]
+        found[integration.id] = (integration, grant)
     if len(found) != 1:
         raise InvalidTarget("one exchange names one integration")
     return next(iter(found.values()))
 
 
 def authorise(
-    session: Session, client: Client, integration: Integration, scope: str | None
+    client: Client, integration: Integration, grant: Grant | None, scope: str | None
 ) -> tuple[Grant, tuple[str, ...]]:
-    """The client may ask for this integration (its ``audiences``), holds an active grant, and
-    asks only for scopes in its allow-list: never widened, never silently narrowed."""
+    """The client may ask for this integration (its ``audiences``), holds an active grant
+    (``grant``, as ``find_integration`` read it), and asks only for scopes in its allow-list:
+    never widened, never silently narrowed."""
     if integration.name not in (client.audiences or []):
         raise InvalidTarget("the audience is not allowed for this client")
-    grant = session.scalars(
-        select(Grant).where(Grant.client_pk == client.id, Grant.integration_pk == integration.id)
-    ).first()
     if grant is None or grant.revoked_at is not None:
         raise UnauthorizedClient("the client has no active grant for this integration")
     requested = tuple(dict.fromkeys((scope or "").split()))
@@ -338,35 +361,38 @@ def exchange(
         audience=" ".join(request.audiences + request.resources),
         scope=request.scope or "",
     )
-    tenant_id: int | None = None
+    tenant_id: int | None = None  # an int: a refusal rolls back (and expires) the tenant row
     try:
         with rt.db.read() as session:
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
             decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        if decision.request.signer is None:  # the tenant's first exchange: make its key
-            _create_first_key(rt, slug)
-            with rt.db.read() as session:
-                tenant = tenants.find(session, slug)
-                decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        token, _cached = _obtain(cache, guard, decision)
+        token, cached = _obtain(rt, tenant, cache, guard, decision)
         response = _respond(token)
-        _audit_success(rt, slug, decision, entry)
+        _audit_success(rt, decision, entry, recheck=not cached)
         return response
     except OAuthError as exc:
         if tenant_id is not None:
-            _audit_failure(rt, slug, entry, exc)
+            _audit_failure(rt, tenant_id, entry, exc)
         raise
     except (StoreUnavailable, Conflict) as exc:
         raise TemporarilyUnavailable(exc.message) from None
 
 
-def _create_first_key(rt: Runtime, slug: str) -> None:
-    try:
-        with rt.db.transaction() as session:
-            signing.ensure_key(session, rt.keyring, tenants.find(session, slug))
-    except Conflict:
-        pass  # a concurrent request made it first
+def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRequest:
+    """``request`` with the tenant's current signer: loaded only when an upstream token must
+    be obtained (a cache hit signs nothing); the tenant's first exchange makes its key."""
+    with rt.db.read() as session:
+        signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
+    if signer is None:
+        try:
+            with rt.db.transaction() as session:
+                signing.ensure_key(session, rt.keyring, tenancy.scope(session, tenant))
+        except Conflict:
+            pass  # a concurrent request made it first
+        with rt.db.read() as session:
+            signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
+    return replace(request, signer=signer)
 
 
 def _decide(
@@ -395,9 +421,11 @@ def _decide(
     if request.actor_token is not None or request.actor_token_type is not None:
         actors = validate_actor(session, tenant, validator, client, token, request)
         entry.actors = list(actors)
-    integration = find_integration(session, request.audiences, request.resources)
+    integration, found_grant = find_integration(
+        session, client, request.audiences, request.resources
+    )
     entry.integration = integration.name
-    grant, scopes = authorise(session, client, integration, request.scope)
+    grant, scopes = authorise(client, integration, found_grant, request.scope)
     handler = handler_for(integration.kind)
     if handler is None:
         raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported")
@@ -408,7 +436,6 @@ def _decide(
     upstream_scopes = handler.upstream_scopes(target, scopes)
     user = resolve_user(session, integration, token)
     upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
-    signer = signing.signer(session, rt.keyring, tenant)
     sealed = integration.client_secret_sealed
     secret_context = integrations.client_secret_context(tenant, integration.name)
     upstream_request = UpstreamRequest(
@@ -418,7 +445,7 @@ def _decide(
         subject=user.subject,
         upstream_subject=upstream_subject,
         upstream_scopes=upstream_scopes,
-        signer=signer,
+        signer=None,  # loaded on a cache miss only (_signed)
         actors=actors,
         subject_token=request.subject_token,
         subject_token_type=request.subject_token_type,
@@ -455,12 +482,17 @@ def _impersonation(client: Client, integration: Integration) -> str:
 
 
 def _obtain(
-    cache: UpstreamTokenCache, guard: UpstreamGuard, decision: _Decision
+    rt: Runtime,
+    tenant: Tenant,
+    cache: UpstreamTokenCache,
+    guard: UpstreamGuard,
+    decision: _Decision,
 ) -> tuple[UpstreamToken, bool]:
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
     return cache.get_or_obtain(
-        decision.cache_key, lambda: guard.call(decision.tenant_id, handler, decision.request)
+        decision.cache_key,
+        lambda: guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request)),
     )
 
 
@@ -474,30 +506,36 @@ def _respond(token: UpstreamToken) -> TokenResponse:
     )
 
 
-def _audit_success(rt: Runtime, slug: str, decision: _Decision, entry: audit.Entry) -> None:
-    """Re-check the grant and the session in the write transaction, then record success."""
+def _audit_success(rt: Runtime, decision: _Decision, entry: audit.Entry, recheck: bool) -> None:
+    """Record success in one short write transaction. After an upstream call (``recheck``)
+    the grant and the session are checked again first, so a grant revoked or a session ended
+    while the upstream answered is still refused; a cache hit read them moments ago in
+    ``_decide``, and revoking either purges the cached token (``app.token_cache``)."""
     try:
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            grant = session.get(Grant, decision.grant_id)
-            if grant is None or grant.revoked_at is not None:
-                raise UnauthorizedClient("the client has no active grant for this integration")
-            if oidc.is_session_revoked(session, decision.token):
-                raise InvalidRequest("subject_token refused: the session of this token has ended")
-            assertions.consume(session, tenant.id, decision.caller)
-            audit.record(session, tenant.id, entry, audit.SUCCESS, reason=decision.note)
+            tenancy.scope_id(session, decision.tenant_id)
+            if recheck:
+                grant = session.get(Grant, decision.grant_id)
+                if grant is None or grant.revoked_at is not None:
+                    raise UnauthorizedClient("the client has no active grant for this integration")
+                if oidc.is_session_revoked(session, decision.token):
+                    raise InvalidRequest(
+                        "subject_token refused: the session of this token has ended"
+                    )
+            assertions.consume(session, decision.tenant_id, decision.caller)
+            audit.record(session, decision.tenant_id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
     except (DomainError, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the audit log cannot be written; nothing was issued") from exc
 
 
-def _audit_failure(rt: Runtime, slug: str, entry: audit.Entry, exc: OAuthError) -> None:
+def _audit_failure(rt: Runtime, tenant_id: int, entry: audit.Entry, exc: OAuthError) -> None:
     """Record a refusal; when even that fails, the caller gets 503 instead (fail closed)."""
     try:
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            audit.record(session, tenant.id, entry, audit.FAILURE, exc.code, exc.message)
+            tenancy.scope_id(session, tenant_id)
+            audit.record(session, tenant_id, entry, audit.FAILURE, exc.code, exc.message)
     except (DomainError, SQLAlchemyError) as failure:
         raise TemporarilyUnavailable("the audit log cannot be written") from failure
 
@@ -531,22 +569,23 @@ def mapping(
             client = caller.client
             if not integration_name or not subject:
                 raise InvalidRequest("integration and subject are required")
-            integration = session.scalars(
-                select(Integration).where(Integration.name == integration_name)
+            found = session.execute(
+                _BY_NAME, {"value": integration_name, "client_pk": client.id}
             ).first()
-            if integration is None:
+            if found is None:
                 raise InvalidTarget("unknown integration")
-            authorise(session, client, integration, None)
+            integration, grant = found
+            authorise(client, integration, grant, None)
             user = session.scalars(select(User).where(User.subject == subject)).first()
             upstream = mappings.upstream_subject(session, integration, user)
         with rt.db.transaction() as session:
-            tenant = tenants.find(session, slug)
-            assertions.consume(session, tenant.id, caller)
-            audit.record(session, tenant.id, entry, audit.SUCCESS)
+            tenancy.scope_id(session, tenant_id)
+            assertions.consume(session, tenant_id, caller)
+            audit.record(session, tenant_id, entry, audit.SUCCESS)
         return MappingAnswer(integration_name, subject, upstream)
     except OAuthError as exc:
         if tenant_id is not None:
-            _audit_failure(rt, slug, entry, exc)
+            _audit_failure(rt, tenant_id, entry, exc)
         raise
     except (StoreUnavailable, Conflict, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the store cannot answer now") from exc

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,12 +96,15 @@ def run(db: Database, slug: str, key: str, operation: str, action: Operation) ->
         return _run(db, slug, key, operation, action)
 
 
+_BY_KEY = select(WebhookDelivery).where(WebhookDelivery.webhook_id == bindparam("key"))
+
+
 def _run(db: Database, slug: str, key: str, operation: str, action: Operation) -> Outcome:
     with db.transaction() as session:
         tenant = tenants.find(session, slug)
-        first = _claim(session, key, operation)
-        if first is not None:
-            return first
+        claimed = _claim(session, key, operation)
+        if isinstance(claimed, Outcome):
+            return claimed
         try:
             with session.begin_nested():
                 outcome = action(session, tenant)
@@ -109,34 +112,34 @@ def _run(db: Database, slug: str, key: str, operation: str, action: Operation) -
             if exc.status >= 500:
                 raise
             outcome = Outcome(exc.status, {"code": exc.code, "message": exc.message})
-        delivery = session.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.webhook_id == key)
-        ).one()
-        delivery.status = outcome.status
-        delivery.body = "" if outcome.body is None else json.dumps(outcome.body)
+        claimed.status = outcome.status
+        claimed.body = "" if outcome.body is None else json.dumps(outcome.body)
         return outcome
 
 
-def _claim(session: Session, key: str, operation: str) -> Outcome | None:
-    """Insert the key, or return the outcome recorded for it."""
-    statement = select(WebhookDelivery).where(WebhookDelivery.webhook_id == key)
-    existing = session.scalars(statement).first()
-    if existing is not None and existing.created_at > utcnow() - KEEP_DELIVERIES:
-        return _outcome(existing)
-    if existing is not None:
-        session.delete(existing)
-        session.flush()
-    try:
-        with session.begin_nested():
-            session.add(WebhookDelivery(webhook_id=key, operation=operation))
-            session.flush()
-    except IntegrityError:
-        # Another delivery of the same id committed while this one waited on the index.
-        existing = session.scalars(statement.execution_options(populate_existing=True)).first()
+def _claim(session: Session, key: str, operation: str) -> WebhookDelivery | Outcome:
+    """Insert the key and return its row, or return the outcome recorded for it.
+
+    The insert comes first: a new id (nearly every delivery) costs no lookup."""
+    for _attempt in range(2):
+        delivery = WebhookDelivery(webhook_id=key, operation=operation)
+        try:
+            with session.begin_nested():
+                session.add(delivery)
+                session.flush()
+            return delivery
+        except IntegrityError:
+            # Recorded before, or another delivery of the same id committed meanwhile.
+            existing = session.scalars(
+                _BY_KEY, {"key": key}, execution_options={"populate_existing": True}
+            ).first()
         if existing is None:
-            raise StoreUnavailable("a delivery with this id is in progress") from None
-        return _outcome(existing)
-    return None
+            break
+        if existing.created_at > utcnow() - KEEP_DELIVERIES:
+            return _outcome(existing)
+        session.delete(existing)  # older than the contract remembers: treated as new
+        session.flush()
+    raise StoreUnavailable("a delivery with this id is in progress")
 
 
 def _outcome(delivery: WebhookDelivery) -> Outcome:

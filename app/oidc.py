@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app import connectors, outbox, replay, revocation, tenants, users
+from app import connectors, outbox, replay, revocation, tenancy, tenants, users
+from app.database import Database
 from app.errors import InvalidInput, NotFound
 from app.models import Tenant, User, UserSession, utcnow
 from app.runtime import Runtime
@@ -64,12 +65,11 @@ def find_tenant(session: Session, slug: str) -> tuple[Tenant, TrustedIssuer]:
 
 def is_session_revoked(session: Session, token: VerifiedToken) -> bool:
     """``app.revocation.is_revoked`` for a validated token, plus revocations of its ``sid``
-    recorded without a subject (back-channel logout by ``sid`` only)."""
-    if revocation.is_revoked(session, token.subject, token.session_id, token.issued_at):
-        return True
-    return bool(token.session_id) and revocation.is_revoked(
-        session, ANY_SUBJECT, token.session_id, token.issued_at
-    )
+    recorded without a subject (back-channel logout by ``sid`` only), in one read."""
+    keys = revocation.keys_of(token.subject, token.session_id)
+    if token.session_id:
+        keys += revocation.keys_of(ANY_SUBJECT, token.session_id)
+    return revocation.any_revoked(session, keys, token.issued_at)
 
 
 def authenticate(
@@ -78,7 +78,8 @@ def authenticate(
     """A bearer access token of ``slug``'s identity provider -> its known, unblocked user.
 
     Refused (``InvalidToken``): anything ``TokenValidator.access_token`` refuses, a revoked
-    session, an unknown or blocked user. Counts the login when the session is new.
+    session, an unknown or blocked user. Reads only: ``is_new_session`` says whether the
+    login is still to be counted (``count_login``).
     """
     tenant, issuer = find_tenant(session, slug)
     token = validator.access_token(issuer, access_token)
@@ -90,8 +91,20 @@ def authenticate(
         raise InvalidToken("the token's user is unknown") from None
     if user.blocked:
         raise InvalidToken("the token's user is blocked")
-    count_login(session, user, token)
     return Authenticated(tenant, user, token)
+
+
+_SEEN = select(UserSession.id).where(
+    UserSession.subject == bindparam("subject"), UserSession.session_key == bindparam("key")
+)
+
+
+def is_new_session(session: Session, user: User, token: VerifiedToken) -> bool:
+    """Whether ``token`` shows a session of ``user`` that ``count_login`` has not counted."""
+    key = token.session_key
+    if key is None:
+        return False
+    return session.scalar(_SEEN, {"subject": user.subject, "key": key}) is None
 
 
 def count_login(session: Session, user: User, token: VerifiedToken) -> bool:
@@ -142,11 +155,22 @@ def _later(column: Any, when: datetime) -> Any:
 
 
 def userinfo(
-    session: Session, validator: TokenValidator, slug: str, access_token: str
+    db: Database, validator: TokenValidator, slug: str, access_token: str
 ) -> dict[str, Any]:
-    """OpenID Connect Core §5.3: the claims of the token's user, from what idbridge stores."""
-    found = authenticate(session, validator, slug, access_token)
-    return user_claims(found.tenant, found.user)
+    """OpenID Connect Core §5.3: the claims of the token's user, from what idbridge stores.
+
+    A read transaction answers; a write transaction follows only for a session not seen
+    before, to count the login (``count_login`` is safe against a concurrent first use).
+    """
+    with db.read() as session:
+        found = authenticate(session, validator, slug, access_token)
+        claims = user_claims(found.tenant, found.user)
+        new_session = is_new_session(session, found.user, found.token)
+    if new_session:
+        with db.transaction() as session:
+            tenancy.scope_id(session, found.tenant.id)
+            count_login(session, users.by_subject(session, found.user.subject), found.token)
+    return claims
 
 
 def user_claims(tenant: Tenant, user: User) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app import tenancy, token_cache
@@ -56,8 +56,18 @@ def revoke(
 
 def is_revoked(session: Session, subject: str, session_id: str | None, issued_at: datetime) -> bool:
     """Whether a token of ``subject`` (and ``session_id``) issued at ``issued_at`` is refused."""
-    sessions = [ALL_SESSIONS] + ([session_id] if session_id else [])
-    cutoffs = _store(session).cutoffs(session, session.info[tenancy.TENANT_KEY], subject, sessions)
+    return any_revoked(session, keys_of(subject, session_id), issued_at)
+
+
+def keys_of(subject: str, session_id: str | None) -> list[tuple[str, str]]:
+    """The (subject, session) rows that can refuse a token of ``subject`` and ``session_id``."""
+    return [(subject, ALL_SESSIONS)] + ([(subject, session_id)] if session_id else [])
+
+
+def any_revoked(session: Session, keys: list[tuple[str, str]], issued_at: datetime) -> bool:
+    """Whether any of the (subject, session) rows ``keys`` refuses a token issued at
+    ``issued_at``: one read of the store, however many keys (the hot path asks once)."""
+    cutoffs = _store(session).cutoffs(session, session.info[tenancy.TENANT_KEY], keys)
     return any(issued_at <= cutoff for cutoff in cutoffs)
 
 
@@ -70,9 +80,9 @@ class NotBeforeStore(Protocol):
         ...
 
     def cutoffs(
-        self, session: Session, tenant_id: int, subject: str, session_ids: list[str]
+        self, session: Session, tenant_id: int, keys: list[tuple[str, str]]
     ) -> list[datetime]:
-        """The "not before" times recorded for ``subject`` and any of ``session_ids``."""
+        """The "not before" times recorded for any of the (subject, session) ``keys``."""
         ...
 
 
@@ -85,17 +95,29 @@ class DatabaseNotBefore:
         return None
 
     def cutoffs(
-        self, session: Session, tenant_id: int, subject: str, session_ids: list[str]
+        self, session: Session, tenant_id: int, keys: list[tuple[str, str]]
     ) -> list[datetime]:
-        return list(
-            session.scalars(
-                select(SessionRevocation.not_before).where(
-                    SessionRevocation.tenant_id == tenant_id,
-                    SessionRevocation.subject == subject,
-                    or_(*(SessionRevocation.session_id == sid for sid in session_ids)),
-                )
-            ).all()
+        rows = session.execute(
+            _CUTOFFS,
+            {
+                "tenant_id": tenant_id,
+                "subjects": sorted({subject for subject, _ in keys}),
+                "session_ids": sorted({session_id for _, session_id in keys}),
+            },
         )
+        wanted = set(keys)
+        return [not_before for subject, sid, not_before in rows if (subject, sid) in wanted]
+
+
+# Built once: constructing a statement per call costs more than running it (bench/). Core
+# columns (no ORM entity): the tenant is filtered here explicitly.
+_CUTOFFS = select(
+    SessionRevocation.subject, SessionRevocation.session_id, SessionRevocation.not_before
+).where(
+    SessionRevocation.tenant_id == bindparam("tenant_id"),
+    SessionRevocation.subject.in_(bindparam("subjects", expanding=True)),
+    SessionRevocation.session_id.in_(bindparam("session_ids", expanding=True)),
+)
 
 
 def _store(session: Session) -> NotBeforeStore:

@@ -160,9 +160,9 @@ class RedisNotBefore:
         event.listen(session, "after_commit", again, once=True)
 
     def cutoffs(
-        self, session: Session, tenant_id: int, subject: str, session_ids: list[str]
+        self, session: Session, tenant_id: int, pairs: list[tuple[str, str]]
     ) -> list[datetime]:
-        keys = [self.marker, *(self._key(tenant_id, subject, sid) for sid in session_ids)]
+        keys = [self.marker, *(self._key(tenant_id, subject, sid) for subject, sid in pairs)]
         try:
             found = self._read(keys=keys)
             if found is None:

@@ -29,11 +29,17 @@ class TenancyViolation(RuntimeError):
 
 def scope(session: Session, tenant: Tenant) -> Tenant:
     """Scope ``session`` to ``tenant`` for the rest of its transaction."""
-    current = session.info.get(_TENANT)
-    if current is not None and current != tenant.id:
-        raise TenancyViolation("a session is scoped to one tenant only")
-    session.info[_TENANT] = tenant.id
+    scope_id(session, tenant.id)
     return tenant
+
+
+def scope_id(session: Session, tenant_id: int) -> None:
+    """``scope`` by id: for a second transaction of a request that already found its tenant
+    (no second lookup of the same row)."""
+    current = session.info.get(_TENANT)
+    if current is not None and current != tenant_id:
+        raise TenancyViolation("a session is scoped to one tenant only")
+    session.info[_TENANT] = tenant_id
 
 
 def release(session: Session) -> Session:

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
 
 from app import tenancy
 from app.crypto import Keyring
-from app.errors import Conflict
+from app.errors import Conflict, NotFound
 from app.models import IdentityProvider, Tenant
-from app.records import assign, one_or_404
+from app.records import assign
+
+# Built once (statement construction costs more than the lookup); the identity provider comes
+# in the same SELECT: token validation needs it on every request (``oidc.TrustedIssuer``).
+_BY_SLUG = (
+    select(Tenant)
+    .options(joinedload(Tenant.identity_provider))
+    .where(Tenant.slug == bindparam("slug"))
+)
 
 
 def find(session: Session, slug: str) -> Tenant:
     """The tenant named ``slug``; the session is scoped to it from here on."""
-    tenant = one_or_404(session, select(Tenant).where(Tenant.slug == slug), f"tenant {slug!r}")
+    tenant = session.scalars(_BY_SLUG, {"slug": slug}).first()
+    if tenant is None:
+        raise NotFound(f"tenant {slug!r} does not exist")
     return tenancy.scope(session, tenant)
 
 

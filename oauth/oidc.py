@@ -300,8 +300,7 @@ _FORM_TOKEN_BODY = {
 
 def _userinfo(slug: str, token: str) -> Response:
     rt = runtime.current()
-    with rt.db.transaction() as session:
-        claims = oidc.userinfo(session, tokens.current(), slug, token)
+    claims = oidc.userinfo(rt.db, tokens.current(), slug, token)
     response = jsonify(claims)
     response.headers.update(NO_STORE)
     return response

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import clients, credentials, integrations, runtime, tenancy, tenants
+from app import audit, clients, credentials, integrations, runtime, tenancy, tenants
 from app.errors import NotFound
 from app.models import Client, Grant, Integration, ScimToken, Tenant, WebhookSecret
 from app.schemas import ClientSchema, IntegrationSchema, TenantSchema
@@ -127,6 +127,24 @@ def test_writing_another_tenants_row_is_refused(two_tenants):
             session, session.scalars(select(Tenant).where(Tenant.slug == "tenant-b")).one()
         )
         del tenant_a
+
+
+def test_an_audit_row_is_written_for_the_scoped_tenant_only(two_tenants):
+    """``audit.record`` inserts without the unit of work, so it checks the tenant itself."""
+    rt, a, b = two_tenants
+    entry = audit.Entry(action="token_exchange", client_id="broker")
+    with pytest.raises(tenancy.TenancyViolation), rt.db.transaction() as session:
+        tenants.find(session, "tenant-a")
+        audit.record(session, b.tenant_id, entry, audit.SUCCESS)
+    with pytest.raises(tenancy.TenancyViolation), rt.db.transaction() as session:
+        audit.record(session, a.tenant_id, entry, audit.SUCCESS)  # unscoped
+    with rt.db.transaction() as session:
+        tenants.find(session, "tenant-a")
+        audit.record(session, a.tenant_id, entry, audit.SUCCESS)
+    for slug, expected in (("tenant-a", 1), ("tenant-b", 0)):
+        with rt.db.read() as session:
+            tenants.find(session, slug)
+            assert len(audit.query(session, limit=10)) == expected
 
 
 def test_the_database_refuses_a_cross_tenant_grant(two_tenants):
