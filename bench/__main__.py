@@ -55,6 +55,7 @@ from bench.common import (
     children,
     describe_options,
     free_port,
+    idbridge_environment,
     start,
     worker_rss_mb,
 )
@@ -152,19 +153,7 @@ def run_exchange_side(
     client_secret = "cs_bench-" + secrets.token_urlsafe(32)
     webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
-    idbridge_env = env | {
-        "IDBRIDGE_INSTANCE_PATH": str(folder / "instance"),
-        "IDBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
-        "IDBRIDGE_ALLOW_PRIVATE_URLS": "1",
-        "IDBRIDGE_LOG_LEVEL": "WARNING",
-        # one client at full speed is what is measured, not what a limit refuses
-        "IDBRIDGE_RATE_LIMIT_CLIENT": "",
-        "IDBRIDGE_RATE_LIMIT_TENANT": "",
-    }
-    if args.database_url:
-        idbridge_env["IDBRIDGE_DATABASE_URL"] = args.database_url
-    if args.redis_url:
-        idbridge_env["IDBRIDGE_REDIS_URL"] = args.redis_url
+    idbridge_env = idbridge_environment(folder, args.database_url, args.redis_url)
     settings = Settings.load(environ=idbridge_env)
     peer_url = args.database_url or f"sqlite:///{folder / 'authlib-peer.db'}"
     if peer_url.startswith("postgresql://"):

@@ -3,6 +3,8 @@ percentiles and the gunicorn configuration they all run under."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -127,3 +129,23 @@ class AppServer(BaseApplication):  # type: ignore[misc]
 
 def serve(factory: Callable[[], Flask], port: int, workers: int) -> None:
     AppServer(factory, gunicorn_options("127.0.0.1", port, workers)).run()
+
+
+def idbridge_environment(folder: Path, database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment of an idbridge under test: this one's without any ``IDBRIDGE_*``, a fresh
+    instance folder and secret key, and rate limits off (one client at full speed is what is
+    measured, not what a limit refuses)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
+    env |= {
+        "IDBRIDGE_INSTANCE_PATH": str(folder / "instance"),
+        "IDBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
+        "IDBRIDGE_ALLOW_PRIVATE_URLS": "1",
+        "IDBRIDGE_LOG_LEVEL": "WARNING",
+        "IDBRIDGE_RATE_LIMIT_CLIENT": "",
+        "IDBRIDGE_RATE_LIMIT_TENANT": "",
+    }
+    if database_url:
+        env["IDBRIDGE_DATABASE_URL"] = database_url
+    if redis_url:
+        env["IDBRIDGE_REDIS_URL"] = redis_url
+    return env

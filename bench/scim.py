@@ -37,7 +37,14 @@ import requests
 
 from app.settings import Settings
 from bench import scim_seed
-from bench.common import Process, describe_options, free_port, percentile, start
+from bench.common import (
+    Process,
+    describe_options,
+    free_port,
+    idbridge_environment,
+    percentile,
+    start,
+)
 from bench.load import RoundResult, Send, run_round
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -229,16 +236,8 @@ def run(
     per_round = 100 if quick else 300
     token = "scim_bench_" + secrets.token_urlsafe(32)
     headers = {"Authorization": f"Bearer {token}"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
-    idbridge_env = env | {
-        "IDBRIDGE_INSTANCE_PATH": str(folder / "instance"),
-        "IDBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
-        "IDBRIDGE_LOG_LEVEL": "WARNING",
-    }
-    if database_url:
-        idbridge_env["IDBRIDGE_DATABASE_URL"] = database_url
-    if redis_url:
-        idbridge_env["IDBRIDGE_REDIS_URL"] = redis_url
+    peer_env = {k: v for k, v in os.environ.items() if not k.startswith("IDBRIDGE_")}
+    idbridge_env = idbridge_environment(folder, database_url, redis_url)
     settings = Settings.load(environ=idbridge_env)
     scim_seed.create_tenant(settings, token)
     port = free_port()
@@ -263,7 +262,7 @@ def run(
             scim_seed.add_users(settings, seeded, users)
             seeded = users
             targets = [mine]
-            peer = start_peer(users, workers, token, env, folder)
+            peer = start_peer(users, workers, token, peer_env, folder)
             try:
                 if peer is not None:
                     base = f"http://127.0.0.1:{peer[1]}/v2"
