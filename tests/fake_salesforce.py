@@ -17,46 +17,28 @@ Faults on demand (``mode``): ``slow`` (answers after ``delay`` seconds), ``down`
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from typing import Any
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.loopback import LoopbackServer
 
 PATH = "/services/oauth2/token"
 ORG = "00D5g000000XyZ1"
 
 
-class FakeSalesforce:
+class FakeSalesforce(LoopbackServer):
     def __init__(self) -> None:
         self.mode = "ok"
         self.delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self.issued: list[str] = []
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> FakeSalesforce:
-        self._server = make_server("127.0.0.1", 0, self._answer, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     @property
     def token_endpoint(self) -> str:
-        return self.base_url + PATH
+        return self.url + PATH
 
     @staticmethod
     def _json(body: dict[str, Any], status: int = 200) -> Response:

@@ -17,20 +17,19 @@ access token. [<uuid>]"}``, where the UUID names a login failure whose detail
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from typing import Any
 
 import jwt
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.loopback import LoopbackServer
 
 INVALID_OAUTH_TOKEN = "390303"
 ROLE_PREFIX = "session:role:"
 
 
-class FakeSnowflake:
+class FakeSnowflake(LoopbackServer):
     def __init__(
         self,
         *,
@@ -48,24 +47,6 @@ class FakeSnowflake:
         }
         self.user_mapping_claim = user_mapping_claim
         self.failures: dict[str, str] = {}
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> FakeSnowflake:
-        self._server = make_server("127.0.0.1", 0, self._answer, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def query(
         self, token: str, statement: str = "select current_user(), current_role()"
