@@ -44,6 +44,7 @@ from app import (
     signing,
     tenancy,
     tenants,
+    token_cache,
     users,
 )
 from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
@@ -60,7 +61,7 @@ from app.oauth_errors import (
     UserNotProvisioned,
 )
 from app.runtime import Runtime
-from app.token_cache import CacheKey, UpstreamTokenCache
+from app.token_cache import CacheKey
 from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, VerifiedToken
 from app.upstream import Target, UpstreamRequest, UpstreamToken
 from app.upstream_guard import UpstreamGuard
@@ -343,7 +344,6 @@ def issuer_of(rt: Runtime, slug: str) -> str:
 def exchange(
     rt: Runtime,
     validator: TokenValidator,
-    cache: UpstreamTokenCache,
     guard: UpstreamGuard,
     slug: str,
     credentials: ClientCredentials,
@@ -367,9 +367,20 @@ def exchange(
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
             decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        token, cached = _obtain(rt, tenant, cache, guard, decision)
-        response = _respond(token)
-        _audit_success(rt, decision, entry, recheck=not cached)
+            cache = token_cache.of_session(session)
+            cached = cache.lookup(session, decision.cache_key)
+        if cached is not None:
+            response = _respond(cached)
+            _audit_success(rt, decision, entry)
+            return response
+        with cache.flight(decision.cache_key) as flight:
+            if flight.token is not None:  # another worker's upstream call, just stored
+                response = _respond(flight.token)
+                _audit_success(rt, decision, entry)
+                return response
+            token = _obtain(rt, tenant, guard, decision)
+            response = _respond(token)
+            _audit_success(rt, decision, entry, (flight, token))
         return response
     except OAuthError as exc:
         if tenant_id is not None:
@@ -482,18 +493,12 @@ def _impersonation(client: Client, integration: Integration) -> str:
 
 
 def _obtain(
-    rt: Runtime,
-    tenant: Tenant,
-    cache: UpstreamTokenCache,
-    guard: UpstreamGuard,
-    decision: _Decision,
-) -> tuple[UpstreamToken, bool]:
+    rt: Runtime, tenant: Tenant, guard: UpstreamGuard, decision: _Decision
+) -> UpstreamToken:
+    """The upstream token from the integration's handler (remote ones behind the guard)."""
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
-    return cache.get_or_obtain(
-        decision.cache_key,
-        lambda: guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request)),
-    )
+    return guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request))
 
 
 def _respond(token: UpstreamToken) -> TokenResponse:
@@ -506,28 +511,44 @@ def _respond(token: UpstreamToken) -> TokenResponse:
     )
 
 
-def _audit_success(rt: Runtime, decision: _Decision, entry: audit.Entry, recheck: bool) -> None:
-    """Record success in one short write transaction. After an upstream call (``recheck``)
-    the grant and the session are checked again first, so a grant revoked or a session ended
-    while the upstream answered is still refused; a cache hit read them moments ago in
-    ``_decide``, and revoking either purges the cached token (``app.token_cache``)."""
+def _audit_success(
+    rt: Runtime,
+    decision: _Decision,
+    entry: audit.Entry,
+    obtained: tuple[token_cache.Flight, UpstreamToken] | None = None,
+) -> None:
+    """Record success in one short write transaction. After an upstream call (``obtained``)
+    the token is cached in this transaction, once the grant and the session are checked again
+    under the locks their revocations take (``app.token_cache.store_on``): a grant revoked or
+    a session ended while the upstream answered is refused, and never leaves a token cached.
+    A hit read both moments ago in ``_decide``, and revoking either purges the cached token
+    in the revoking transaction."""
     try:
         with rt.db.transaction() as session:
             tenancy.scope_id(session, decision.tenant_id)
-            if recheck:
-                grant = session.get(Grant, decision.grant_id)
-                if grant is None or grant.revoked_at is not None:
-                    raise UnauthorizedClient("the client has no active grant for this integration")
-                if oidc.is_session_revoked(session, decision.token):
-                    raise InvalidRequest(
-                        "subject_token refused: the session of this token has ended"
-                    )
+            if obtained is not None:
+                flight, token = obtained
+                token_cache.store_on(
+                    session,
+                    decision.cache_key,
+                    flight,
+                    token,
+                    lambda: _still_valid(session, decision),
+                )
             assertions.consume(session, decision.tenant_id, decision.caller)
             audit.record(session, decision.tenant_id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
     except (DomainError, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the audit log cannot be written; nothing was issued") from exc
+
+
+def _still_valid(session: Session, decision: _Decision) -> None:
+    grant = session.get(Grant, decision.grant_id)
+    if grant is None or grant.revoked_at is not None:
+        raise UnauthorizedClient("the client has no active grant for this integration")
+    if oidc.is_session_revoked(session, decision.token):
+        raise InvalidRequest("subject_token refused: the session of this token has ended")
 
 
 def _audit_failure(rt: Runtime, tenant_id: int, entry: audit.Entry, exc: OAuthError) -> None:

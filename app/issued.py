@@ -5,7 +5,8 @@ A token is idbridge's when it verifies with one of the tenant's published keys
 (its ``client_id`` claim) may introspect or revoke it; for any other caller, and for a token
 that is unknown, expired or revoked, introspection answers ``{"active": false}`` (§2.2) and
 revocation answers 200 and changes nothing (RFC 7009 §2.2). A revoked ``jti`` is kept until
-the token expires, and the token leaves the upstream-token cache at once.
+the token expires, and the token leaves the upstream-token cache in the same transaction: once
+the revocation answers, no worker or instance hands it out again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import exchange, signing, tenants
+from app import exchange, signing, tenants, token_cache
 from app.models import IssuedTokenRevocation, utcnow
 from app.runtime import Runtime
-from app.token_cache import UpstreamTokenCache
 from app.tokens import LEEWAY
 
 INTROSPECTED_CLAIMS = ("sub", "aud", "iss", "exp", "iat", "nbf", "jti", "client_id", "scope", "scp")
@@ -70,13 +70,7 @@ def introspect(
     return {"active": True, "token_type": "Bearer"} | answer
 
 
-def revoke(
-    rt: Runtime,
-    slug: str,
-    credentials: exchange.ClientCredentials,
-    token: str,
-    cache: UpstreamTokenCache,
-) -> None:
+def revoke(rt: Runtime, slug: str, credentials: exchange.ClientCredentials, token: str) -> None:
     """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache."""
     with rt.db.transaction() as session:
         tenant = tenants.find(session, slug)
@@ -98,4 +92,4 @@ def revoke(
                 )
         except IntegrityError:
             pass  # revoked before: revocation is idempotent
-    cache.purge_token(token)
+        token_cache.purge_token_on(session, tenant.id, token)

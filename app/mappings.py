@@ -130,15 +130,14 @@ def put(
         session.flush()
         return row, True
     if row.upstream_subject != upstream:
-        # a token cached for the old upstream identity must not be served for the new one
-        token_cache.purge_user_on(session, integration.tenant_id, subject)
+        token_cache.purge_remapped_on(session, integration.tenant_id, [subject])
     row.upstream_subject, row.source = upstream, source
     return row, False
 
 
 def delete(session: Session, row: UpstreamMapping) -> None:
     session.delete(row)
-    token_cache.purge_user_on(session, row.tenant_id, row.subject)
+    token_cache.purge_remapped_on(session, row.tenant_id, [row.subject])
 
 
 CSV_COLUMNS = ("user_id", "upstream_subject")  # CONTRACT §5
@@ -171,6 +170,7 @@ def import_rows(
         )
     }
     seen: set[str] = set()
+    remapped: list[str] = []
     for line, values in rows:
         progress(1)
         subject = (values.get("user_id") or "").strip()
@@ -194,10 +194,12 @@ def import_rows(
             report.created += 1
         elif row.upstream_subject != upstream:
             row.upstream_subject, row.source = upstream, "import"
+            remapped.append(subject)
             report.updated += 1
         else:
             report.unchanged += 1
     session.flush()
+    token_cache.purge_remapped_on(session, integration.tenant_id, remapped)
     return report
 
 
