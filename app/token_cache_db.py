@@ -77,7 +77,11 @@ _RELEASE = (
 def _upserts(dialect: str) -> tuple[Any, Any]:
     """(claim, store): INSERT ... ON CONFLICT (key_hash) DO NOTHING / DO UPDATE."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    claim = insert(TABLE).on_conflict_do_nothing(index_elements=[TABLE.c.key_hash])
+    claim = (  # RETURNING: psycopg reports no rowcount for ON CONFLICT DO NOTHING
+        insert(TABLE)
+        .on_conflict_do_nothing(index_elements=[TABLE.c.key_hash])
+        .returning(TABLE.c.key_hash)
+    )
     stored = insert(TABLE)
     columns = ("user_hash", "grant_hash", "token_hash", "sealed", "good_until")
     store = stored.on_conflict_do_update(
@@ -211,7 +215,7 @@ class DatabaseFlight:
                     "lease_until": until,
                 },
             )
-            if inserted.rowcount == 1:
+            if inserted.first() is not None:
                 return True
             taken = connection.execute(
                 _TAKE_OVER,
