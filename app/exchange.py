@@ -10,14 +10,17 @@ whose upstream issues the token: ``_impersonation``) are decided on the subject 
 top-level claims and the current actor only, and both are audited.
 
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
-§5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
-transaction; the upstream token is obtained outside any transaction (an upstream call never
-holds a database lock; the signing key is loaded only then: a cache hit signs nothing); the
-audit row is written in its own short write transaction. After an upstream call that
-transaction first checks again that the grant is still active and the user's session not
-revoked, so a grant revoked while the upstream answered is still refused; a cache hit read
-both moments before, and revoking either purges the cached token. Every outcome, success or
-refusal, is audited; when the audit write fails the exchange fails (503) and no token leaves.
+§5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping, and the cache lookup
+(``app.token_cache``: one row, or one Redis read), run in one read transaction; on a miss the
+upstream token is obtained outside any transaction, in a single flight across the deployment
+(an upstream call never holds a database lock; the signing key and the integration's secret
+are loaded only then: a cache hit signs and opens nothing); the audit row is written in its own
+short write transaction. After an upstream call that transaction first checks again, under the
+locks revocations take, that the grant is still active and the user's session not revoked,
+then caches the token: a grant revoked while the upstream answered is still refused and leaves
+nothing cached; a cache hit read both moments before, and revoking either purges the cached
+token in the revoking transaction. Every outcome, success or refusal, is audited; when the
+audit write fails the exchange fails (503) and no token leaves.
 
 The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
 """
@@ -151,6 +154,7 @@ class _Decision:
     caller: AuthenticatedClient
     scopes: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""  # recorded as the success's reason (impersonation)
+    sealed_secret: tuple[str, str] | None = None  # (sealed, context), opened on a miss only
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -390,9 +394,10 @@ def exchange(
         raise TemporarilyUnavailable(exc.message) from None
 
 
-def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRequest:
-    """``request`` with the tenant's current signer: loaded only when an upstream token must
-    be obtained (a cache hit signs nothing); the tenant's first exchange makes its key."""
+def _signed(rt: Runtime, tenant: Tenant, decision: _Decision) -> UpstreamRequest:
+    """The upstream request with the tenant's current signer and the integration's client
+    secret: loaded and opened only when an upstream token must be obtained (a cache hit signs
+    and opens nothing); the tenant's first exchange makes its key."""
     with rt.db.read() as session:
         signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
     if signer is None:
@@ -403,7 +408,8 @@ def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRe
             pass  # a concurrent request made it first
         with rt.db.read() as session:
             signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
-    return replace(request, signer=signer)
+    secret = rt.keyring.open(*decision.sealed_secret) if decision.sealed_secret else ""
+    return replace(decision.request, signer=signer, client_secret=secret)
 
 
 def _decide(
@@ -448,7 +454,6 @@ def _decide(
     user = resolve_user(session, integration, token)
     upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
     sealed = integration.client_secret_sealed
-    secret_context = integrations.client_secret_context(tenant, integration.name)
     upstream_request = UpstreamRequest(
         issuer=issuer_of(rt, tenant.slug),
         target=target,
@@ -463,7 +468,7 @@ def _decide(
         actor_token=request.actor_token,
         actor_token_type=request.actor_token_type,
         requested_token_type=request.requested_token_type,
-        client_secret=rt.keyring.open(sealed, secret_context) if sealed else "",
+        client_secret="",  # opened on a miss only (_signed)
         allow_private=rt.settings.allow_private_urls,
     )
     key = CacheKey(
@@ -476,7 +481,12 @@ def _decide(
         " ".join(actors),
         upstream_subject,
     )
-    return _Decision(tenant.id, grant.id, token, upstream_request, key, caller, scopes, note)
+    secret = (
+        (sealed, integrations.client_secret_context(tenant, integration.name)) if sealed else None
+    )
+    return _Decision(
+        tenant.id, grant.id, token, upstream_request, key, caller, scopes, note, secret
+    )
 
 
 def _impersonation(client: Client, integration: Integration) -> str:
@@ -498,7 +508,7 @@ def _obtain(
     """The upstream token from the integration's handler (remote ones behind the guard)."""
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
-    return guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request))
+    return guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision))
 
 
 def _respond(token: UpstreamToken) -> TokenResponse:

@@ -1,12 +1,12 @@
 """One contract for the upstream-token cache (``app.token_cache.UpstreamTokenCache``), run
 against the database cache on SQLite and PostgreSQL and the Redis cache on both: hits, expiry,
-single flight across instances, purges, sealed values and hashed names, and a store racing a
-revocation. Then what only one of them promises: Redis bypassed when down and failing closed
-on purges; expired database rows swept by the cleanup job.
+single flight across instances, purges, sealed values and hashed names. Then what only one of
+them promises: Redis bypassed when down and failing closed on purges; expired database rows
+swept by the cleanup job.
 
-An "instance" here is a cache object over its own ``Database`` (its own connection pool), as a
-gunicorn worker or another ``idbridge serve`` has; ``tests/test_token_cache_served.py`` shows
-the same with real worker processes.
+An "instance" (``tests/token_cache_support.py``) is a cache object over its own ``Database``,
+as a worker has; ``tests/test_token_cache_served.py`` shows the same with real worker
+processes, ``tests/test_token_cache_race.py`` a store racing a revocation.
 """
 
 from __future__ import annotations
@@ -14,119 +14,25 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
-from app import clients, integrations, jobs, runtime, tenancy, tenants, token_cache
+from app import jobs, runtime, tenants, token_cache
 from app.crypto import Keyring
-from app.database import Database
 from app.errors import StoreUnavailable
-from app.models import CachedToken, Grant, User
-from app.schemas import ClientSchema, IntegrationSchema, TenantSchema
-from app.settings import Settings
-from app.shared_redis import connect
-from app.token_cache import CacheKey, UpstreamTokenCache
+from app.models import CachedToken
+from app.schemas import TenantSchema
+from app.token_cache import CacheKey
 from app.token_cache_db import DatabaseTokenCache
 from app.token_cache_redis import RedisTokenCache
 from app.upstream import UpstreamToken
-from tests import redis_support
-from tests.redis_support import REDIS_URL, needs_redis, redis_answers
+from tests import redis_support, token_cache_support
+from tests.token_cache_support import KEYRING, Clock, Instance, key_of
 
-KEYRING = Keyring("token-cache-test-secret-key-0123456789abcdef")
 own_redis = redis_support.own_redis
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Instance:
-    db: Database
-    cache: UpstreamTokenCache
-
-    def lookup(self, key: CacheKey) -> UpstreamToken | None:
-        with self.db.read() as session:
-            return self.cache.lookup(session, key)
-
-    def fill(self, key: CacheKey, value: str, expires_at: float | None = None) -> UpstreamToken:
-        """What an exchange that missed does: a flight, the upstream's token, stored."""
-        token = UpstreamToken(value, expires_at or time.time() + 600)
-        with self.cache.flight(key) as flight:
-            assert flight.token is None
-            with self.db.transaction() as session:
-                flight.store(session, token)
-        return token
-
-    def purge(self, purge: Callable[..., int], *args: object) -> int:
-        with self.db.transaction() as session:
-            return purge(session, *args)
-
-
-@dataclass
-class Store:
-    kind: str
-    settings: Settings
-    prefix: str
-    tenant_ids: tuple[int, int]
-    databases: list[Database] = field(default_factory=list)
-
-    def instance(
-        self, clock: Callable[[], float] = time.time, wait: float = 5.0, keyring: Keyring = KEYRING
-    ) -> Instance:
-        db = Database(self.settings)
-        self.databases.append(db)
-        cache: UpstreamTokenCache
-        if self.kind == "database":
-            cache = DatabaseTokenCache(db, keyring, clock=clock, wait_seconds=wait)
-        else:
-            cache = RedisTokenCache(connect(REDIS_URL), keyring, self.prefix, clock, wait)
-        db.info[token_cache.EXTENSION] = cache
-        return Instance(db, cache)
-
-    def dump(self) -> str:
-        """Everything the store holds for the cache, as text."""
-        if self.kind == "database":
-            with self.databases[0].engine.connect() as connection:
-                return str(connection.execute(select(CachedToken.__table__)).all())
-        client = connect(REDIS_URL)
-        dumped = ""
-        for key in client.scan_iter(f"{self.prefix}*"):
-            value = client.get(key) if client.type(key) == "string" else client.smembers(key)
-            dumped += f" {key.removeprefix(self.prefix)} {value}"
-        return dumped
-
-
-@pytest.fixture(params=["database", pytest.param("redis", marks=needs_redis)])
-def store(request, app, settings) -> Iterator[Store]:
-    rt = runtime.of(app)
-    ids = []
-    for slug in ("acme", "globex"):
-        with rt.db.transaction() as session:
-            ids.append(tenants.create(session, rt.keyring, TenantSchema().load({"slug": slug})).id)
-    prefix = f"idbridge-test:{uuid.uuid4().hex}:"
-    state = Store(request.param, settings, prefix, (ids[0], ids[1]))
-    yield state
-    for db in state.databases:
-        db.dispose()
-    if request.param == "redis" and redis_answers():
-        client = connect(REDIS_URL)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-
-
-def key_of(store: Store, **changes: object) -> CacheKey:
-    key = CacheKey(store.tenant_ids[0], "broker", "00u1", "snowflake-prod", "https://sf", "analyst")
-    return key._replace(**changes)
+store = token_cache_support.store
 
 
 # --- the contract ---------------------------------------------------------------------------
@@ -259,94 +165,6 @@ def test_a_value_sealed_under_another_key_is_a_miss(store):
     store.instance().fill(key_of(store), "old")
     other = store.instance(keyring=Keyring("another-secret-key-0123456789abcdef"))
     assert other.lookup(key_of(store)) is None
-
-
-# --- a store racing a revocation ------------------------------------------------------------
-
-
-def _seed_grant(app) -> tuple[int, int]:
-    rt = runtime.of(app)
-    with rt.db.transaction() as session:
-        tenant = tenants.find(session, "acme")
-        tenancy.scope(session, tenant)
-        integration = integrations.create(
-            session,
-            rt.keyring,
-            tenant,
-            IntegrationSchema().load({"name": "snowflake-prod", "kind": "jwt", "audience": "x"}),
-        )
-        client, _ = clients.create(
-            session, rt.keyring, tenant, ClientSchema().load({"client_id": "broker"})
-        )
-        grant, _ = integrations.grant(session, client, integration)
-        session.add(
-            User(scim_id="scim-1", subject="00u1", user_name="ada", user_name_canonical="ada")
-        )
-        session.flush()
-        return tenant.id, grant.id
-
-
-def _revoke_grant(session, grant_id: int) -> None:
-    integrations.revoke(session.get(Grant, grant_id))
-
-
-def _block_user(session, grant_id: int) -> None:
-    user = session.scalars(select(User).where(User.subject == "00u1")).one()
-    user.operator_blocked = True
-    token_cache.purge_user_on(session, user.tenant_id, user.subject)
-
-
-def _grant_and_user_active(session, grant_id: int) -> None:
-    grant = session.get(Grant, grant_id)
-    user = session.scalars(select(User).where(User.subject == "00u1")).one()
-    if grant.revoked_at is not None or user.blocked:
-        raise PermissionError("revoked")
-
-
-@pytest.mark.parametrize("revoke", [_revoke_grant, _block_user])
-def test_a_token_obtained_before_a_revocation_is_never_stored_after_it(store, app, revoke):
-    """The exchange re-checked (grant active, user not blocked) and has not committed yet when
-    the revocation runs: the revocation waits for the store and purges it, or the store waits
-    and its re-check refuses; the token is never left cached."""
-    tenant_id, grant_id = _seed_grant(app)
-    exchanging, revoking = store.instance(), store.instance()
-    key = key_of(store)._replace(tenant_id=tenant_id)
-    checked, go = threading.Event(), threading.Event()
-    outcome: dict[str, object] = {}
-
-    def still_valid(session) -> None:
-        _grant_and_user_active(session, grant_id)
-        checked.set()
-        go.wait(5)  # the revocation starts here, between the re-check and the commit
-
-    def exchange() -> None:
-        try:
-            with exchanging.cache.flight(key) as flight, exchanging.db.transaction() as session:
-                tenancy.scope_id(session, tenant_id)
-                token = UpstreamToken("raced", time.time() + 600)
-                token_cache.store_on(session, key, flight, token, lambda: still_valid(session))
-            outcome["exchange"] = "stored"
-        except PermissionError:
-            outcome["exchange"] = "refused"
-
-    def revocation() -> None:
-        with revoking.db.transaction() as session:
-            tenancy.scope_id(session, tenant_id)
-            revoke(session, grant_id)
-        outcome["revocation"] = "committed"
-
-    exchange_thread = threading.Thread(target=exchange)
-    exchange_thread.start()
-    assert checked.wait(10)
-    revocation_thread = threading.Thread(target=revocation)
-    revocation_thread.start()
-    revocation_thread.join(0.5)  # as far as it gets while the exchange holds on
-    go.set()
-    exchange_thread.join(10)
-    revocation_thread.join(10)
-    assert outcome == {"exchange": "stored", "revocation": "committed"}
-    assert exchanging.lookup(key) is None
-    assert revoking.lookup(key) is None
 
 
 # --- the database cache only ----------------------------------------------------------------
