@@ -14,13 +14,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from app import outbound
+from app.outbound.pinned import PinnedAdapter
+from app.outbound.url import parse
 from tests.outbound_support import CountingServer, ScriptedResolver, policy, tls_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +183,25 @@ def test_a_name_that_does_not_resolve_fails_without_a_connection(monkeypatch):
     monkeypatch.setattr(outbound, "POLICY", policy(resolver))
     with pytest.raises(outbound.OutboundFailed, match=r"cannot resolve nowhere\.test"):
         outbound.request("GET", "https://nowhere.test/", allow_private=True)
+
+
+def test_the_transport_refuses_a_request_for_another_place_than_the_checked_one(counting):
+    """Defence in depth: whatever a caller passes to ``requests``, the pinned transport only
+    sends to the scheme, host and port that were checked."""
+    target = parse(counting.url())
+    adapter = PinnedAdapter(target, (ip_address("127.0.0.9"),))
+    with requests.Session() as session:
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        for elsewhere in (
+            f"http://127.0.0.9:{counting.port + 1}/",
+            counting.url().replace("http:", "https:"),
+            "http://other.test/",
+        ):
+            with pytest.raises(outbound.OutboundRefused, match="not the URL that was checked"):
+                session.get(elsewhere, timeout=1)
+        assert session.get(counting.url("/x"), timeout=1).status_code == 200
+    assert counting.connections == 1
 
 
 # --- what stays: redirects unfollowed, timeouts, the size cap ------------------------------
