@@ -78,7 +78,7 @@ def captured_logs() -> list[str]:
     return list(_capture.lines)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def private_urls_allowed() -> Iterator[None]:
     """Test helpers load ``app.schemas`` directly with loopback URLs, as a deployment with
     ``IDBRIDGE_ALLOW_PRIVATE_URLS`` (``make_settings``' default) may; the admin API and
