@@ -86,8 +86,9 @@ class Settings:
     )
     allow_private_urls: bool = _setting(
         False,
-        "Allow outbound calls (JWKS, upstream servers, connectors) to loopback or private "
-        "addresses. Off by default; tests and the demo turn it on.",
+        "Allow outbound calls (JWKS, upstream token endpoints, connectors) to non-public "
+        "addresses (loopback, private, link-local, ...), and such literal hosts or `localhost` "
+        "in the URLs an operator sets for them. Off by default; tests and the demo turn it on.",
     )
     log_level: str = _setting("INFO", "One of DEBUG, INFO, WARNING, ERROR.")
     db_pool_size: int = _setting(5, "PostgreSQL connections kept per worker process.")
