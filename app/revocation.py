@@ -47,9 +47,8 @@ from app.models import SessionRevocation, utcnow
 from app.tokens import LEEWAY
 
 ALL_SESSIONS = ""
-# Not a session id an IdP issues: ``\x1f`` is a control character (and token exchange refuses
-# subjects and sids with control characters); at worst a token whose ``sid`` were one of these
-# would be refused, never accepted.
+# Not a session id an IdP issues (``\x1f`` is a control character); a token whose ``sid`` were
+# this value would meet the row as its session's: refused, never accepted (fails closed).
 NO_SESSION = "\x1fnone"
 # A revocation of a session known only by its ``sid`` (a back-channel logout token without
 # ``sub``): recorded under this subject, which no real subject can be.
