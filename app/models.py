@@ -277,8 +277,10 @@ class User(TenantOwned, Timestamps, Base):
 
 
 class SessionRevocation(TenantOwned, Base):
-    """Tokens of a user (``session_id`` empty) or of one session issued before ``not_before``
-    are refused (DOMAIN.md: Session revocation). Written by logout, block and delete."""
+    """Tokens of a user (``session_id`` empty), of one session, or of the user naming no session
+    (``app.revocation.NO_SESSION``) issued up to ``not_before`` (plus the leeway) are refused
+    (DOMAIN.md: Session revocation); an ended session's cutoff is its logout plus
+    ``IDBRIDGE_SESSION_MAX_AGE``. Written by logout, block and delete (``app.revocation``)."""
 
     __tablename__ = "session_revocations"
     __table_args__ = (UniqueConstraint("tenant_id", "subject", "session_id"),)

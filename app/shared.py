@@ -17,6 +17,7 @@ rows they guard (the grant row, the signing keys), so they need no second copy i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from flask import Flask
@@ -50,6 +51,7 @@ class SharedState:
 
 def init_app(flask_app: Flask) -> SharedState:
     rt = runtime.of(flask_app)
+    session_max_age = timedelta(seconds=rt.settings.session_max_age)
     state: SharedState
     if rt.settings.redis_url:
         from app import shared_redis
@@ -57,12 +59,14 @@ def init_app(flask_app: Flask) -> SharedState:
         client = shared_redis.connect(rt.settings.redis_url, rt.settings.redis_timeout)
         state = SharedState(
             replay=shared_redis.RedisReplayStore(client, rt.keyring),
-            not_before=shared_redis.RedisNotBefore(client, rt.keyring),
+            not_before=shared_redis.RedisNotBefore(client, rt.keyring, session_max_age),
             deliveries=shared_redis.RedisDeliveryClaims(client, rt.keyring),
             redis=client,
         )
     else:
-        state = SharedState(DatabaseReplayStore(), DatabaseNotBefore(), LocalDeliveryClaims())
+        state = SharedState(
+            DatabaseReplayStore(), DatabaseNotBefore(session_max_age), LocalDeliveryClaims()
+        )
     flask_app.extensions[EXTENSION] = state
     rt.db.info[EXTENSION] = state
     return state
