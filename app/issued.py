@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import exchange, signing, tenants
+from app import exchange, signing, tenancy, tenants
 from app.models import IssuedTokenRevocation, utcnow
 from app.runtime import Runtime
 from app.token_cache import UpstreamTokenCache
@@ -62,9 +62,9 @@ def introspect(
     """RFC 7662 §2.2: the token's claims with ``active: true``, or ``{"active": false}``."""
     with rt.db.read() as session:
         tenants.find(session, slug)
-        caller = exchange.authenticate_client(session, rt, slug, credentials)
+        client = exchange.authenticate_client(session, rt, slug, credentials)
         claims = _claims(session, rt, slug, token)
-    if claims is None or claims.get("client_id") != caller.client.client_id:
+    if claims is None or claims.get("client_id") != client.client_id:
         return {"active": False}
     answer = {name: claims[name] for name in INTROSPECTED_CLAIMS if name in claims}
     return {"active": True, "token_type": "Bearer"} | answer
@@ -77,13 +77,18 @@ def revoke(
     token: str,
     cache: UpstreamTokenCache,
 ) -> None:
-    """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache."""
-    with rt.db.transaction() as session:
-        tenant = tenants.find(session, slug)
-        caller = exchange.authenticate_client(session, rt, slug, credentials)
+    """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache.
+
+    The client is authenticated in a read transaction (``exchange.authenticate_client`` spends
+    an assertion in a write transaction of its own); the revocation is written in a second."""
+    with rt.db.read() as session:
+        tenant_id = tenants.find(session, slug).id
+        client = exchange.authenticate_client(session, rt, slug, credentials)
         claims = _claims(session, rt, slug, token)
-        if claims is None or claims.get("client_id") != caller.client.client_id:
-            return
+    if claims is None or claims.get("client_id") != client.client_id:
+        return
+    with rt.db.transaction() as session:
+        tenancy.scope_id(session, tenant_id)
         session.execute(
             delete(IssuedTokenRevocation).where(IssuedTokenRevocation.expires_at < utcnow())
         )
@@ -91,7 +96,7 @@ def revoke(
             with session.begin_nested():
                 session.add(
                     IssuedTokenRevocation(
-                        tenant_id=tenant.id,
+                        tenant_id=tenant_id,
                         jti=str(claims["jti"])[:255],
                         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
                     )

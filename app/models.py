@@ -330,7 +330,9 @@ class WebhookDelivery(TenantOwned, Base):
 
     The row is inserted first, in the operation's own transaction, so the unique constraint
     makes a concurrent second delivery of the same id wait and then fail to insert instead of
-    running the operation twice. Kept 24 hours (CONTRACT §1).
+    running the operation twice. Kept 24 hours (CONTRACT §1). ``fingerprint`` names the one
+    message the id stands for: a keyed hash of the operation and the exact raw body (never the
+    body itself); NULL on rows written before it existed (``app.idempotency``).
     """
 
     __tablename__ = "webhook_deliveries"
@@ -339,6 +341,7 @@ class WebhookDelivery(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(255))
     operation: Mapped[str] = mapped_column(String(40))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer, default=0)
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

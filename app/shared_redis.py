@@ -97,8 +97,10 @@ class _Keys:
 
 class RedisReplayStore:
     """``SET NX`` with the token's expiry claims a ``jti`` for every instance at once; then the
-    database records it (``DatabaseReplayStore``). If the transaction rolls back, the claim is
-    given back, so a request that failed for another reason can be retried."""
+    database records it (``DatabaseReplayStore``). If that transaction rolls back, the claim is
+    given back: a use the database never recorded did not happen (a back-channel logout that
+    failed can be retried; a client assertion is recorded in a transaction of its own that
+    commits at authentication, ``app.assertions.authenticate``)."""
 
     def __init__(self, client: redis.Redis, keyring: Keyring, prefix: str = PREFIX) -> None:
         self.redis = client
