@@ -11,7 +11,9 @@ A session is scoped with ``scope(session, tenant)``. From then on:
   appears (joins, subqueries, aliases, relationship loads);
 - every ORM-enabled INSERT (``session.execute(insert(Model), rows)``) into a tenant-owned table
   must name the scoped tenant in each row; ``INSERT ... SELECT`` and upserts that update on
-  conflict are refused (their ``tenant_id`` cannot be checked before they run);
+  conflict are refused (their ``tenant_id`` cannot be checked before they run), and so is the
+  ORM's bulk UPDATE by primary key (``session.execute(update(Model), rows)``), which ignores
+  added criteria;
 - every new, changed or deleted ``TenantOwned`` row is stamped with, or checked against, the
   scoped tenant at flush.
 
@@ -122,11 +124,6 @@ class StoreSession(Session):
 
 _NOTHING, _MAPPED, _UNGUARDABLE = 0, 1, 2
 _NONE: Mapping[str, Any] = {}
-_TENANT_TABLES = frozenset(
-    mapper.local_table.name
-    for mapper in Base.registry.mappers
-    if issubclass(mapper.class_, TenantOwned)
-)
 # Statements are immutable and most are built once at import (bench/: building costs more than
 # running), so what one reaches is worked out once per statement object.
 _REACH: WeakKeyDictionary[ClauseElement, int] = WeakKeyDictionary()
@@ -179,7 +176,20 @@ def _walk(statement: ClauseElement) -> int:
 def _is_tenant_table(element: Any) -> bool:
     while isinstance(element, Alias):  # ``Model.__table__.alias()``: the table underneath
         element = element.element
-    return isinstance(element, TableClause) and element.name in _TENANT_TABLES
+    return isinstance(element, TableClause) and element.name in _tenant_table_names(
+        len(Base.metadata.tables)
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _tenant_table_names(_tables: int) -> frozenset[str]:
+    """The tables of every ``TenantOwned`` model, worked out again when a model is added (the
+    argument is the number of tables), so models defined in other modules count too."""
+    return frozenset(
+        mapper.local_table.name
+        for mapper in Base.registry.mappers
+        if issubclass(mapper.class_, TenantOwned)
+    )
 
 
 # --- the guard -------------------------------------------------------------------------------
@@ -203,6 +213,11 @@ def _guard_statement(state: ORMExecuteState) -> None:
         )
     if state.is_insert:
         _check_insert(state, tenant_id)
+    elif state.is_executemany:  # ORM bulk UPDATE by primary key: the criteria do not apply
+        raise TenancyViolation(
+            "an UPDATE by primary keys of tenant-owned rows skips the tenant guard: use one "
+            "UPDATE with a WHERE clause, or change the loaded rows"
+        )
     else:
         state.statement = state.statement.options(_criteria(tenant_id))
 

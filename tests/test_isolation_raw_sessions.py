@@ -81,6 +81,7 @@ def test_a_scoped_store_session_reaches_its_tenant_only(rt, model):
         rows = session.scalars(select(model)).all()
         assert rows and {row.tenant_id for row in rows} == {beta}
         assert session.scalar(select(func.count()).select_from(model)) == len(rows)
+        assert set(session.scalars(select(model.tenant_id))) == {beta}  # columns, no entity
         keep = update(model).values(tenant_id=model.tenant_id)
         assert session.execute(keep.execution_options(synchronize_session=False)).rowcount == len(
             rows
@@ -97,6 +98,8 @@ def test_a_scoped_store_session_reaches_its_tenant_only(rt, model):
         ):
             with pytest.raises(tenancy.TenancyViolation):
                 session.execute(refused)
+        with pytest.raises(tenancy.TenancyViolation):  # bulk UPDATE by primary key
+            session.execute(update(model), [{"id": row["id"]} for row in before[model.__name__]])
         for rows_given in (
             [{"tenant_id": alpha}],
             [{"tenant_id": beta}, {"tenant_id": alpha}],
