@@ -78,10 +78,12 @@ def release(session: Session) -> Session:
 
     One transaction may then work through several tenants in turn: each ``scope`` call that
     follows starts a new tenant. Rows are stamped and checked at flush against the tenant in
-    scope, so flushing first means no write can cross the switch; until the next ``scope`` the
-    session refuses tenant-owned rows again.
+    scope, so flushing first means no write can cross the switch; the session then forgets the
+    rows it loaded (``session.get`` answers from them without a query, so without the next
+    tenant's criteria), and until the next ``scope`` it refuses tenant-owned rows again.
     """
     session.flush()
+    session.expunge_all()
     session.info.pop(_TENANT, None)
     return session
 

@@ -212,3 +212,16 @@ def test_every_form_of_an_orm_insert_names_the_scoped_tenant(two_tenants):
         tenancy.cross_tenant(session)
         found = session.scalars(select(ScimToken.tenant_id).where(ScimToken.public_id == "sct_z"))
         assert found.all() == [a.tenant_id]
+
+
+def test_after_release_no_row_of_the_tenant_before_is_found(two_tenants):
+    """``apply`` walks tenants in one transaction: a row loaded under A is not answered by
+    primary key (from the identity map, without a query) once the session serves B."""
+    rt, a, _b = two_tenants
+    with rt.db.transaction() as session:
+        tenants.find(session, "tenant-a")
+        loaded = session.get(Client, a.client_pk)  # held: the identity map keeps it
+        tenancy.release(session)
+        tenants.find(session, "tenant-b")
+        assert session.get(Client, a.client_pk) is None
+        assert loaded.client_id == "broker"  # still readable, no longer the session's
