@@ -68,8 +68,8 @@ def scope_id(session: Session, tenant_id: int) -> None:
     """``scope`` by id: for a second transaction of a request that already found its tenant
     (no second lookup of the same row)."""
     current = session.info.get(_TENANT)
-    if current is not None and current != tenant_id:
-        raise TenancyViolation("a session is scoped to one tenant only")
+    if (current is not None and current != tenant_id) or session.info.get(_CROSS):
+        raise TenancyViolation("a session is scoped to one tenant only, or cross-tenant")
     session.info[_TENANT] = tenant_id
 
 
@@ -89,8 +89,11 @@ def release(session: Session) -> Session:
 
 
 def cross_tenant(session: Session) -> Session:
-    """Allow an unscoped ``session`` to reach every tenant's rows (operator jobs that sweep
-    every tenant, never requests). A scope, when there is one, still wins."""
+    """Allow ``session`` to reach every tenant's rows (operator jobs that sweep every tenant,
+    never requests). A session is either this or scoped, never both: rows one loaded would
+    otherwise be answered by ``session.get`` under the other."""
+    if session.info.get(_TENANT) is not None:
+        raise TenancyViolation("a session is scoped to one tenant only, or cross-tenant")
     session.info[_CROSS] = True
     return session
 

@@ -225,3 +225,13 @@ def test_after_release_no_row_of_the_tenant_before_is_found(two_tenants):
         tenants.find(session, "tenant-b")
         assert session.get(Client, a.client_pk) is None
         assert loaded.client_id == "broker"  # still readable, no longer the session's
+
+
+def test_a_session_is_scoped_or_cross_tenant_never_both(two_tenants):
+    rt, a, _b = two_tenants
+    with rt.db.read() as session, pytest.raises(tenancy.TenancyViolation):
+        tenancy.cross_tenant(session)
+        tenancy.scope_id(session, a.tenant_id)
+    with rt.db.read() as session, pytest.raises(tenancy.TenancyViolation):
+        tenancy.scope_id(session, a.tenant_id)
+        tenancy.cross_tenant(session)
