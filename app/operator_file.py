@@ -351,7 +351,6 @@ def apply(
     document, data = _read(path)
     with private_urls(settings.allow_private_urls):
         tenant_list = _load(document, data, environ)
-    tenancy.install()  # the CLI builds no app: the tenant guard must still be on
     report = Report()
     with db.transaction() as session:
         run = _Run(session, Keyring(settings.secret_key), document, report)

@@ -158,7 +158,6 @@ class DatabaseNotBefore:
         rows = session.execute(
             _CUTOFFS,
             {
-                "tenant_id": tenant_id,
                 "subjects": sorted({subject for subject, _ in keys}),
                 "session_ids": sorted({session_id for _, session_id in keys}),
             },
@@ -167,12 +166,11 @@ class DatabaseNotBefore:
         return [not_before for subject, sid, not_before in rows if (subject, sid) in wanted]
 
 
-# Built once: constructing a statement per call costs more than running it (bench/). Core
-# columns (no ORM entity): the tenant is filtered here explicitly.
+# Built once: constructing a statement per call costs more than running it (bench/). The
+# tenant guard adds the session's tenant to it (``app.tenancy``), as to every ORM statement.
 _CUTOFFS = select(
     SessionRevocation.subject, SessionRevocation.session_id, SessionRevocation.not_before
 ).where(
-    SessionRevocation.tenant_id == bindparam("tenant_id"),
     SessionRevocation.subject.in_(bindparam("subjects", expanding=True)),
     SessionRevocation.session_id.in_(bindparam("session_ids", expanding=True)),
 )

@@ -24,7 +24,7 @@ from redis.retry import Retry
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app import revocation
+from app import revocation, tenancy
 from app.crypto import Keyring
 from app.errors import StoreUnavailable
 from app.idempotency import WAIT
@@ -194,7 +194,8 @@ class RedisNotBefore:
         """Copy every revocation of every tenant from the database, then set the marker, in one
         Redis transaction (MULTI): the marker never stands for data that is not there."""
         table = SessionRevocation.__table__
-        rows = session.connection().execute(
+        # every tenant's rows, whatever tenant the session answers: the mirror holds them all
+        rows = tenancy.unguarded_connection(session).execute(
             select(table.c.tenant_id, table.c.subject, table.c.session_id, table.c.not_before)
         )
         keys, values = [self.marker], ["1"]
