@@ -17,10 +17,11 @@ import http
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from flask_smorest import Api, Blueprint, abort
 
 from app import runtime
+from app import schemas as rules
 from app.api import ADMIN_TOKEN_SCHEME
 from app.crypto import constant_time_equals
 from app.errors import DomainError, StoreUnavailable
@@ -36,8 +37,23 @@ def admin_blueprint(name: str, description: str) -> Blueprint:
     """A smorest blueprint under ``/admin/v1`` whose every route needs the operator token."""
     blp = Blueprint(f"admin-{name}", __name__, url_prefix=PREFIX, description=description)
     blp.before_request(require_operator)
+    blp.before_request(_judge_urls_by_settings)
+    blp.teardown_request(_forget_url_setting)
     blp.register_error_handler(DomainError, render_domain_error)
     return blp
+
+
+def _judge_urls_by_settings() -> None:
+    """The request schemas refuse literal private hosts in the URLs idbridge calls unless this
+    deployment sets ``IDBRIDGE_ALLOW_PRIVATE_URLS`` (``app.schemas.private_urls``)."""
+    allowed = runtime.current().settings.allow_private_urls
+    g.private_urls_token = rules.PRIVATE_URLS_ALLOWED.set(allowed)
+
+
+def _forget_url_setting(_error: BaseException | None) -> None:
+    token = g.pop("private_urls_token", None)
+    if token is not None:
+        rules.PRIVATE_URLS_ALLOWED.reset(token)
 
 
 def require_operator() -> None:

@@ -3,9 +3,15 @@
 The client signs a JWT with a private key whose public half it registered (``Client.jwks``):
 ``iss`` and ``sub`` are its ``client_id``, ``aud`` names this tenant's issuer or token
 endpoint, ``exp`` is required and at most ``MAX_LIFETIME`` ahead, ``jti`` is required and used
-once: it is kept (``app.replay``) until the assertion expires, and a second use is
-refused (§3 item 7). Only asymmetric algorithms are accepted (RFC 8725 §3.1-3.2); keys are
-read with ``app.tokens.parse_jwks``, so unusable or weak keys are ignored the same way.
+once (§3 item 7). Only asymmetric algorithms are accepted (RFC 8725 §3.1-3.2); keys are read
+with ``app.tokens.parse_jwks``, so unusable or weak keys are ignored the same way.
+
+``authenticate`` is the only way in: it verifies the assertion and consumes its ``jti`` in one
+call, in a write transaction of its own that commits before the caller goes on. An assertion
+is therefore spent the moment it authenticates a client, whatever the endpoint and whatever
+follows (a refused exchange, an upstream that fails, introspection answering ``active:
+false``, a caller's transaction that rolls back); the ``jti`` is kept (``app.replay``) until
+the assertion expires.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import jwt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import replay
-from app.models import Client, ClientAssertionUse
+from app import replay, tenancy
+from app.database import Database
+from app.models import Client
 from app.oauth_errors import InvalidClient
 from app.tokens import KEY_TYPES, LEEWAY, parse_jwks
 
@@ -30,7 +37,7 @@ MAX_LENGTH = 8192
 
 
 @dataclass(frozen=True)
-class VerifiedAssertion:
+class _Verified:
     client: Client
     jti: str
     expires_at: datetime
@@ -50,10 +57,38 @@ def _refuse(why: str) -> InvalidClient:
     return InvalidClient(f"client assertion refused: {why}")
 
 
-def verify(
+def authenticate(
+    session: Session, db: Database, client_id: str, assertion: str, audiences: tuple[str, ...]
+) -> Client:
+    """The client the assertion authenticates, its ``jti`` now spent; ``InvalidClient`` with
+    the reason otherwise.
+
+    ``session`` is the caller's read transaction (scoped to the tenant): the client and its
+    keys are read there. The ``jti`` is recorded in a short write transaction of ``db`` that
+    commits here (RFC 7523 §3 item 7: "used only once"), so nothing the caller does next can
+    give it back; a store that cannot record it (the database, Redis) raises
+    ``StoreUnavailable`` and the client is not authenticated (fail closed). Never call it from
+    inside a write transaction: SQLite has one writer, and that would wait for itself.
+    """
+    verified = _verify(session, client_id, assertion, audiences)
+    client = verified.client
+    use = replay.Use(
+        replay.Kind.CLIENT_ASSERTION,
+        client.tenant_id,
+        verified.jti,
+        verified.expires_at,
+        client_id=client.client_id,
+    )
+    with db.transaction() as write:
+        tenancy.scope_id(write, client.tenant_id)
+        if not replay.first_use(write, use):
+            raise _refuse("the assertion was used before")
+    return client
+
+
+def _verify(
     session: Session, client_id: str, assertion: str, audiences: tuple[str, ...]
-) -> VerifiedAssertion:
-    """The client the assertion authenticates; ``InvalidClient`` with the reason otherwise."""
+) -> _Verified:
     if not assertion or len(assertion) > MAX_LENGTH or assertion.count(".") != 2:
         raise _refuse("not a signed JWT")
     try:
@@ -84,13 +119,7 @@ def verify(
         raise _refuse("jti is required")
     if claims["exp"] > time.time() + MAX_LIFETIME + LEEWAY:
         raise _refuse("the assertion lives too long")
-    if session.scalar(
-        select(ClientAssertionUse.id).where(
-            ClientAssertionUse.client_id == client.client_id, ClientAssertionUse.jti == jti
-        )
-    ):
-        raise _refuse("the assertion was used before")
-    return VerifiedAssertion(client, jti, datetime.fromtimestamp(claims["exp"], UTC))
+    return _Verified(client, jti, datetime.fromtimestamp(claims["exp"], UTC))
 
 
 def _decode(
@@ -115,20 +144,3 @@ def _decode(
         except jwt.PyJWTError as exc:
             raise _refuse(type(exc).__name__) from None
     raise _refuse("the signature does not verify with a registered key")
-
-
-def consume(session: Session, tenant_id: int, caller: Any) -> None:
-    """Record the assertion's ``jti`` in the caller's transaction (``app.replay``); a second
-    use, even a concurrent one on another instance, is refused."""
-    jti = getattr(caller, "assertion_jti", None)
-    if not jti:
-        return
-    use = replay.Use(
-        replay.Kind.CLIENT_ASSERTION,
-        tenant_id,
-        jti,
-        caller.assertion_expires_at,
-        client_id=caller.client.client_id,
-    )
-    if not replay.first_use(session, use):
-        raise _refuse("the assertion was used before")

@@ -15,7 +15,6 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app import tenancy
 from app.models import AuditEvent, utcnow
 
 SUCCESS = "success"
@@ -47,10 +46,8 @@ def record(
 ) -> None:
     """Append one row, as one INSERT without the unit of work (every exchange writes one).
 
-    The row bypasses the tenancy guard's flush-time stamping, so the tenant is checked here:
-    only the session's own tenant can be recorded."""
-    if session.info.get(tenancy.TENANT_KEY) != tenant_id:
-        raise tenancy.TenancyViolation("an audit row for another tenant than the session's")
+    The tenant guard checks the INSERT (``app.tenancy``): only the session's own tenant can be
+    recorded."""
     values = {
         "tenant_id": tenant_id,
         "at": utcnow(),

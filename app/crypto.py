@@ -61,9 +61,11 @@ class Keyring:
             raise SecretUnreadable("sealed value does not open with this key") from None
         return plain.decode()
 
-    def hash_token(self, token: str) -> str:
-        """Keyed HMAC-SHA256 of a generated token, hex; equal tokens give equal hashes."""
-        return hmac.new(self._hash_key, token.encode(), hashlib.sha256).hexdigest()
+    def hash_token(self, token: str | bytes) -> str:
+        """Keyed HMAC-SHA256 of a generated token (or of exact bytes, e.g. a webhook body),
+        hex; equal inputs give equal hashes."""
+        data = token.encode() if isinstance(token, str) else token
+        return hmac.new(self._hash_key, data, hashlib.sha256).hexdigest()
 
     def token_matches(self, token: str, stored_hash: str) -> bool:
         """Constant-time comparison of a presented token with a stored hash."""

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Conflict, StoreUnavailable
 from app.settings import Settings
+from app.tenancy import StoreSession
 
 
 class Database:
@@ -37,8 +38,9 @@ class Database:
         # Handed to every session as ``session.info``: ``app.shared`` puts the app's shared
         # stores here, so domain code finds them from its session, in a request or not.
         self.info: dict[str, Any] = {}
-        self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        # Every session is a ``StoreSession``: the tenant guard is that class (app.tenancy).
+        self._writer = sessionmaker(self.engine, class_=StoreSession, expire_on_commit=False)
+        self._reader = sessionmaker(self.read_engine, class_=StoreSession, expire_on_commit=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -66,7 +68,7 @@ class Database:
         return self._unit_of_work(self._reader)
 
     @contextmanager
-    def _unit_of_work(self, sessions: sessionmaker[Session]) -> Iterator[Session]:
+    def _unit_of_work(self, sessions: sessionmaker[StoreSession]) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back when it raises.
 
         Integrity violations that slipped past the services' own checks (a race between two

@@ -11,16 +11,18 @@ top-level claims and the current actor only, and both are audited.
 
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
 §5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping, and the cache lookup
-(``app.token_cache``: one row, or one Redis read), run in one read transaction; on a miss the
-upstream token is obtained outside any transaction, in a single flight across the deployment
-(an upstream call never holds a database lock; the signing key and the integration's secret
-are loaded only then: a cache hit signs and opens nothing); the audit row is written in its own
-short write transaction. After an upstream call that transaction first checks again, under the
-locks revocations take, that the grant is still active and the user's session not revoked,
-then caches the token: a grant revoked while the upstream answered is still refused and leaves
-nothing cached; a cache hit read both moments before, and revoking either purges the cached
-token in the revoking transaction. Every outcome, success or refusal, is audited; when the
-audit write fails the exchange fails (503) and no token leaves.
+(``app.token_cache``: one row, or one Redis read), run in one read transaction (a
+``private_key_jwt`` assertion's ``jti`` is spent in a write transaction of its own, at client
+authentication: ``authenticate_client``); on a miss the upstream token is obtained outside any
+transaction, in a single flight across the deployment (an upstream call never holds a
+database lock; the signing key and the integration's secret are loaded only then: a cache hit
+signs and opens nothing); the audit row is written in its own short write transaction. After
+an upstream call that transaction first checks again, under the locks revocations take, that
+the grant is still active and the user's session not revoked, then caches the token: a grant
+revoked while the upstream answered is still refused and leaves nothing cached; a cache hit
+read both moments before, and revoking either purges the cached token in the revoking
+transaction. Every outcome, success or refusal, is audited; when the audit write fails the
+exchange fails (503) and no token leaves.
 
 The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
@@ -91,13 +92,6 @@ class ClientCredentials:
 
 
 @dataclass(frozen=True)
-class AuthenticatedClient:
-    client: Client
-    assertion_jti: str | None = None  # to be used once (RFC 7523 §3 item 7)
-    assertion_expires_at: datetime | None = None
-
-
-@dataclass(frozen=True)
 class ExchangeRequest:
     """The RFC 8693 §2.1 parameters as the edge parsed them (repeated ones as tuples)."""
 
@@ -151,7 +145,6 @@ class _Decision:
     token: VerifiedToken
     request: UpstreamRequest
     cache_key: CacheKey
-    caller: AuthenticatedClient
     scopes: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""  # recorded as the success's reason (impersonation)
     sealed_secret: tuple[str, str] | None = None  # (sealed, context), opened on a miss only
@@ -162,22 +155,24 @@ class _Decision:
 
 def authenticate_client(
     session: Session, rt: Runtime, slug: str, credentials: ClientCredentials
-) -> AuthenticatedClient:
+) -> Client:
     """The client, in the session's tenant only: by its secret (RFC 6749 §2.3.1, basic or
     post) or by a ``private_key_jwt`` assertion signed with one of its registered keys
-    (``app.assertions``, RFC 7523). The assertion's ``jti`` is consumed with the outcome."""
+    (``app.assertions.authenticate``, RFC 7523). Every endpoint that authenticates clients
+    calls this, from a read transaction: an assertion's ``jti`` is spent here, committed in a
+    write transaction of its own before anything else happens (§3 item 7); a secret costs no
+    write at all."""
     if credentials.method == "private_key_jwt":
         audiences = (issuer_of(rt, slug), issuer_of(rt, slug) + "/oauth/token")
-        verified = assertions.verify(
-            session, credentials.client_id, credentials.assertion, audiences
+        return assertions.authenticate(
+            session, rt.db, credentials.client_id, credentials.assertion, audiences
         )
-        return AuthenticatedClient(verified.client, verified.jti, verified.expires_at)
     if not credentials.client_id or not credentials.secret:
         raise InvalidClient("client authentication failed")
     client = clients.authenticate(session, rt.keyring, credentials.client_id, credentials.secret)
     if client is None:
         raise InvalidClient("client authentication failed")
-    return AuthenticatedClient(client)
+    return client
 
 
 def validate_subject_token(
@@ -421,8 +416,7 @@ def _decide(
     request: ExchangeRequest,
     entry: audit.Entry,
 ) -> _Decision:
-    caller = authenticate_client(session, rt, tenant.slug, credentials)
-    client = caller.client
+    client = authenticate_client(session, rt, tenant.slug, credentials)
     entry.client_id = client.client_id
     if request.grant_type != GRANT_TYPE:
         raise UnsupportedGrantType("only token exchange (RFC 8693) is supported here")
@@ -484,9 +478,7 @@ def _decide(
     secret = (
         (sealed, integrations.client_secret_context(tenant, integration.name)) if sealed else None
     )
-    return _Decision(
-        tenant.id, grant.id, token, upstream_request, key, caller, scopes, note, secret
-    )
+    return _Decision(tenant.id, grant.id, token, upstream_request, key, scopes, note, secret)
 
 
 def _impersonation(client: Client, integration: Integration) -> str:
@@ -545,7 +537,6 @@ def _audit_success(
                     token,
                     lambda: _still_valid(session, decision),
                 )
-            assertions.consume(session, decision.tenant_id, decision.caller)
             audit.record(session, decision.tenant_id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
@@ -596,8 +587,7 @@ def mapping(
         with rt.db.read() as session:
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
-            caller = authenticate_client(session, rt, slug, credentials)
-            client = caller.client
+            client = authenticate_client(session, rt, slug, credentials)
             if not integration_name or not subject:
                 raise InvalidRequest("integration and subject are required")
             found = session.execute(
@@ -611,7 +601,6 @@ def mapping(
             upstream = mappings.upstream_subject(session, integration, user)
         with rt.db.transaction() as session:
             tenancy.scope_id(session, tenant_id)
-            assertions.consume(session, tenant_id, caller)
             audit.record(session, tenant_id, entry, audit.SUCCESS)
         return MappingAnswer(integration_name, subject, upstream)
     except OAuthError as exc:

@@ -9,6 +9,14 @@ recorded response instead of running the operation again. A response that says "
 remembered for 24 hours (``app.jobs.cleanup`` deletes older ones; an older one found here is
 treated as new).
 
+An id names one message: a repeat is the same operation with the same raw body bytes, compared
+by a keyed hash of both (``Message.fingerprint``; the body itself is never stored). The id
+reused for another operation or another body is refused with ``Conflict`` (409) and runs
+nothing, like an idempotency key reused with another payload (Stripe; the IETF draft "The
+Idempotency-Key HTTP Header Field" answers 422, the webhook contract's code for a request that
+conflicts is ``conflict``). Rows recorded before the fingerprint existed (migration 0008) are
+compared by operation only until they expire.
+
 The database row stays the record because the contract needs the first outcome, and only the
 database can commit it atomically with the operation's own writes. In front of it, a
 ``DeliveryClaims`` holds the id while its first delivery runs: a concurrent delivery waits
@@ -20,6 +28,7 @@ Redis cannot answer: 503, fail closed).
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -33,8 +42,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import tenants
+from app.crypto import Keyring
 from app.database import Database
-from app.errors import DomainError, StoreUnavailable
+from app.errors import Conflict, DomainError, StoreUnavailable
 from app.models import Tenant, WebhookDelivery, utcnow
 
 KEEP_DELIVERIES = timedelta(hours=24)  # webhook ids are remembered this long (CONTRACT §1)
@@ -85,24 +95,39 @@ class Outcome:
     body: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Message:
+    """A delivery as received: its ``webhook-id``, its operation and the exact bytes signed."""
+
+    key: str
+    operation: str
+    body: bytes
+
+    def fingerprint(self, keyring: Keyring) -> str:
+        """A keyed hash (``Keyring.hash_token``) of the operation and the raw body: equal for
+        a retry, different for any other message; useless to whoever reads the table."""
+        return keyring.hash_token(b"\x1f".join((b"webhook", self.operation.encode(), self.body)))
+
+
 Operation = Callable[[Session, Tenant], Outcome]
 
 
-def run(db: Database, slug: str, key: str, operation: str, action: Operation) -> Outcome:
-    """Run ``action`` once for ``key`` in one transaction; a repeat gets the first outcome."""
+def run(db: Database, keyring: Keyring, slug: str, message: Message, action: Operation) -> Outcome:
+    """Run ``action`` once for ``message.key`` in one transaction; a retry of the message gets
+    the first outcome, another message under the same key a ``Conflict``."""
     from app import shared
 
-    with db.info[shared.EXTENSION].deliveries.hold(slug, key):
-        return _run(db, slug, key, operation, action)
+    with db.info[shared.EXTENSION].deliveries.hold(slug, message.key):
+        return _run(db, slug, message, message.fingerprint(keyring), action)
 
 
 _BY_KEY = select(WebhookDelivery).where(WebhookDelivery.webhook_id == bindparam("key"))
 
 
-def _run(db: Database, slug: str, key: str, operation: str, action: Operation) -> Outcome:
+def _run(db: Database, slug: str, message: Message, fingerprint: str, action: Operation) -> Outcome:
     with db.transaction() as session:
         tenant = tenants.find(session, slug)
-        claimed = _claim(session, key, operation)
+        claimed = _claim(session, message, fingerprint)
         if isinstance(claimed, Outcome):
             return claimed
         try:
@@ -117,12 +142,14 @@ def _run(db: Database, slug: str, key: str, operation: str, action: Operation) -
         return outcome
 
 
-def _claim(session: Session, key: str, operation: str) -> WebhookDelivery | Outcome:
+def _claim(session: Session, message: Message, fingerprint: str) -> WebhookDelivery | Outcome:
     """Insert the key and return its row, or return the outcome recorded for it.
 
     The insert comes first: a new id (nearly every delivery) costs no lookup."""
     for _attempt in range(2):
-        delivery = WebhookDelivery(webhook_id=key, operation=operation)
+        delivery = WebhookDelivery(
+            webhook_id=message.key, operation=message.operation, fingerprint=fingerprint
+        )
         try:
             with session.begin_nested():
                 session.add(delivery)
@@ -131,15 +158,26 @@ def _claim(session: Session, key: str, operation: str) -> WebhookDelivery | Outc
         except IntegrityError:
             # Recorded before, or another delivery of the same id committed meanwhile.
             existing = session.scalars(
-                _BY_KEY, {"key": key}, execution_options={"populate_existing": True}
+                _BY_KEY, {"key": message.key}, execution_options={"populate_existing": True}
             ).first()
         if existing is None:
             break
         if existing.created_at > utcnow() - KEEP_DELIVERIES:
+            if not _same_message(existing, message.operation, fingerprint):
+                raise Conflict(
+                    "this webhook-id was used for another message (another operation or "
+                    "another body): a retry resends the same bytes, a new message needs a new id"
+                )
             return _outcome(existing)
         session.delete(existing)  # older than the contract remembers: treated as new
         session.flush()
     raise StoreUnavailable("a delivery with this id is in progress")
+
+
+def _same_message(delivery: WebhookDelivery, operation: str, fingerprint: str) -> bool:
+    if delivery.fingerprint is None:  # recorded before fingerprints (0008): operation only
+        return delivery.operation == operation
+    return hmac.compare_digest(delivery.fingerprint, fingerprint)
 
 
 def _outcome(delivery: WebhookDelivery) -> Outcome:

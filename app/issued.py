@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import exchange, signing, tenants, token_cache
+from app import exchange, signing, tenancy, tenants, token_cache
 from app.models import IssuedTokenRevocation, utcnow
 from app.runtime import Runtime
 from app.tokens import LEEWAY
@@ -62,22 +62,28 @@ def introspect(
     """RFC 7662 §2.2: the token's claims with ``active: true``, or ``{"active": false}``."""
     with rt.db.read() as session:
         tenants.find(session, slug)
-        caller = exchange.authenticate_client(session, rt, slug, credentials)
+        client = exchange.authenticate_client(session, rt, slug, credentials)
         claims = _claims(session, rt, slug, token)
-    if claims is None or claims.get("client_id") != caller.client.client_id:
+    if claims is None or claims.get("client_id") != client.client_id:
         return {"active": False}
     answer = {name: claims[name] for name in INTROSPECTED_CLAIMS if name in claims}
     return {"active": True, "token_type": "Bearer"} | answer
 
 
 def revoke(rt: Runtime, slug: str, credentials: exchange.ClientCredentials, token: str) -> None:
-    """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache."""
-    with rt.db.transaction() as session:
-        tenant = tenants.find(session, slug)
-        caller = exchange.authenticate_client(session, rt, slug, credentials)
+    """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache.
+
+    The client is authenticated in a read transaction (``exchange.authenticate_client`` spends
+    an assertion in a write transaction of its own); the revocation is written in a second,
+    which also drops the token from the cache, so both are seen at once by every worker."""
+    with rt.db.read() as session:
+        tenant_id = tenants.find(session, slug).id
+        client = exchange.authenticate_client(session, rt, slug, credentials)
         claims = _claims(session, rt, slug, token)
-        if claims is None or claims.get("client_id") != caller.client.client_id:
-            return
+    if claims is None or claims.get("client_id") != client.client_id:
+        return
+    with rt.db.transaction() as session:
+        tenancy.scope_id(session, tenant_id)
         session.execute(
             delete(IssuedTokenRevocation).where(IssuedTokenRevocation.expires_at < utcnow())
         )
@@ -85,11 +91,11 @@ def revoke(rt: Runtime, slug: str, credentials: exchange.ClientCredentials, toke
             with session.begin_nested():
                 session.add(
                     IssuedTokenRevocation(
-                        tenant_id=tenant.id,
+                        tenant_id=tenant_id,
                         jti=str(claims["jti"])[:255],
                         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
                     )
                 )
         except IntegrityError:
             pass  # revoked before: revocation is idempotent
-        token_cache.purge_token_on(session, tenant.id, token)
+        token_cache.purge_token_on(session, tenant_id, token)

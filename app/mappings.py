@@ -34,14 +34,10 @@ from app.records import one_or_404
 MAX_SUBJECT = 255
 
 
-# Built once, bound per call: building a statement costs more than running it (bench/). On
-# the exchange's hot path: Core columns run on the connection (no ORM execution, no loader
-# criteria to build per call), so the tenant is filtered here explicitly.
-_MAPPINGS = UpstreamMapping.__table__
-_MAPPED = select(_MAPPINGS.c.upstream_subject).where(
-    _MAPPINGS.c.tenant_id == bindparam("tenant_id"),
-    _MAPPINGS.c.integration_pk == bindparam("integration_pk"),
-    _MAPPINGS.c.subject == bindparam("subject"),
+# Built once, bound per call: building a statement costs more than running it (bench/).
+_MAPPED = select(UpstreamMapping.upstream_subject).where(
+    UpstreamMapping.integration_pk == bindparam("integration_pk"),
+    UpstreamMapping.subject == bindparam("subject"),
 )
 
 
@@ -58,14 +54,7 @@ def upstream_subject(
     source = rule.get("source", "mapping_table")
     value: Any = None
     if source == "mapping_table":
-        value = session.connection().scalar(
-            _MAPPED,
-            {
-                "tenant_id": integration.tenant_id,
-                "integration_pk": integration.id,
-                "subject": user.subject,
-            },
-        )
+        value = session.scalar(_MAPPED, {"integration_pk": integration.id, "subject": user.subject})
     elif source == "subject":
         value = user.subject
     elif source == "email":

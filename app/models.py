@@ -278,8 +278,10 @@ class User(TenantOwned, Timestamps, Base):
 
 
 class SessionRevocation(TenantOwned, Base):
-    """Tokens of a user (``session_id`` empty) or of one session issued before ``not_before``
-    are refused (DOMAIN.md: Session revocation). Written by logout, block and delete."""
+    """Tokens of a user (``session_id`` empty), of one session, or of the user naming no session
+    (``app.revocation.NO_SESSION``) issued up to ``not_before`` (plus the leeway) are refused
+    (DOMAIN.md: Session revocation); an ended session's cutoff is its logout plus
+    ``IDBRIDGE_SESSION_MAX_AGE``. Written by logout, block and delete (``app.revocation``)."""
 
     __tablename__ = "session_revocations"
     __table_args__ = (UniqueConstraint("tenant_id", "subject", "session_id"),)
@@ -329,7 +331,9 @@ class WebhookDelivery(TenantOwned, Base):
 
     The row is inserted first, in the operation's own transaction, so the unique constraint
     makes a concurrent second delivery of the same id wait and then fail to insert instead of
-    running the operation twice. Kept 24 hours (CONTRACT §1).
+    running the operation twice. Kept 24 hours (CONTRACT §1). ``fingerprint`` names the one
+    message the id stands for: a keyed hash of the operation and the exact raw body (never the
+    body itself); NULL on rows written before it existed (``app.idempotency``).
     """
 
     __tablename__ = "webhook_deliveries"
@@ -338,6 +342,7 @@ class WebhookDelivery(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(255))
     operation: Mapped[str] = mapped_column(String(40))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer, default=0)
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

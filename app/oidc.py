@@ -7,9 +7,13 @@ at RP-initiated logout, ``{"error": "invalid_request"}`` at back-channel logout)
 
 Every logout, whatever its door, goes through ``end_session`` (the one function to extend with
 what else must happen when a session ends; it also tells the IdP's connector), which writes
-the revocation through ``app.revocation.revoke`` before the caller answers: from then on every
-token of that session (or, without a ``sid``, of that user) issued up to now is refused by
-``authenticate`` on every instance, since the revocation lives in the shared database.
+the revocation through ``app.revocation.revoke`` before the caller answers, from then on
+refused on every instance (the revocation lives in the shared database). A logout that names
+a session (``sid``) ends it for good (every token naming it, whatever its ``iat``, for
+``IDBRIDGE_SESSION_MAX_AGE``) and the user's tokens that name no session issued up to the
+logout; one that names none, every token of the user issued up to it. "Up to the logout" is
+the later of idbridge's clock and the ``iat`` of the token that asked for it (access token,
+ID token hint, logout token), so an IdP clock ahead of ours never keeps a token alive.
 
 Logins (CONTRACT §1): the first validated token that shows a session not seen before (``sid``,
 else ``auth_time``) counts one login, in the same transaction, and sets ``login_time`` to that
@@ -42,11 +46,6 @@ from app.tokens import (
     VerifiedToken,
 )
 
-# A revocation of a session known only by its ``sid`` (a back-channel logout token without
-# ``sub`` for a session idbridge never saw): recorded under this subject, which no real
-# subject can be (``sub`` values are non-empty and this one is not a valid claim value).
-ANY_SUBJECT = "\x1fany"
-
 
 @dataclass(frozen=True)
 class Authenticated:
@@ -64,12 +63,8 @@ def find_tenant(session: Session, slug: str) -> tuple[Tenant, TrustedIssuer]:
 
 
 def is_session_revoked(session: Session, token: VerifiedToken) -> bool:
-    """``app.revocation.is_revoked`` for a validated token, plus revocations of its ``sid``
-    recorded without a subject (back-channel logout by ``sid`` only), in one read."""
-    keys = revocation.keys_of(token.subject, token.session_id)
-    if token.session_id:
-        keys += revocation.keys_of(ANY_SUBJECT, token.session_id)
-    return revocation.any_revoked(session, keys, token.issued_at)
+    """``app.revocation.is_revoked`` for a validated token (userinfo, logout, exchange)."""
+    return revocation.is_revoked(session, token.subject, token.session_id, token.issued_at)
 
 
 def authenticate(
@@ -229,19 +224,25 @@ def end_session(
     subject: str,
     session_id: str | None,
     reason: str,
+    shown: VerifiedToken,
     tell_idp: Runtime | None = None,
 ) -> datetime:
     """End one session of a user (``session_id``) or all of them (``None``): the one hook.
 
-    Every logout path calls this, before it answers. Tokens of that session issued up to now
-    are refused from now on, on every instance (``app.revocation``). With ``tell_idp`` (a
-    logout idbridge heard first, not one the IdP sent), the IdP's connector is asked, through
-    the durable outbox, to end the user's sessions there too, where it supports that.
+    Every logout path calls this, before it answers, with the token that asked for the logout
+    (``shown``): what is refused is what ``app.revocation.revoke`` says, up to the later of now
+    and that token's ``iat``. With ``tell_idp`` (a logout idbridge heard first, not one the IdP
+    sent), the IdP's connector is asked, through the durable outbox, to end the user's sessions
+    there too, where it supports that.
     """
     if not subject and not session_id:
         raise ValueError("a session to end needs a subject, a session id, or both")
     ended = revocation.revoke(
-        session, subject or ANY_SUBJECT, reason, session_id=session_id or revocation.ALL_SESSIONS
+        session,
+        subject or revocation.ANY_SUBJECT,
+        reason,
+        session_id=session_id or revocation.ALL_SESSIONS,
+        at=max(utcnow(), shown.issued_at),
     )
     if tell_idp is not None and subject:
         rt = tell_idp
@@ -261,7 +262,7 @@ def api_logout(
     token = validator.access_token(issuer, access_token)
     if is_session_revoked(session, token):
         raise InvalidToken("the session of this token has ended")
-    end_session(session, tenant, token.subject, token.session_id, "logout", tell_idp=rt)
+    end_session(session, tenant, token.subject, token.session_id, "logout", token, tell_idp=rt)
 
 
 def rp_logout(
@@ -289,7 +290,7 @@ def rp_logout(
         hint = validator.id_token_hint(issuer, id_token_hint)
     except InvalidToken as exc:
         raise InvalidInput(f"the id_token_hint is not valid: {exc.message}") from None
-    end_session(session, tenant, hint.subject, hint.session_id, "logout", tell_idp=rt)
+    end_session(session, tenant, hint.subject, hint.session_id, "logout", hint, tell_idp=rt)
     return post_logout_redirect_uri or None
 
 
@@ -317,15 +318,17 @@ def backchannel_logout(
     if not replay.first_use(session, use):
         raise InvalidToken("this logout token was already used")
     for subject in _subjects(session, token):
-        end_session(session, tenant, subject, token.session_id, "backchannel-logout")
+        end_session(session, tenant, subject, token.session_id, "backchannel-logout", token)
 
 
 def _subjects(session: Session, token: VerifiedToken) -> Collection[str]:
     """The users a logout token ends sessions of: its ``sub``, or, with only a ``sid``, the
-    users seen with that ``sid`` plus ``ANY_SUBJECT`` (for tokens of it not seen yet)."""
+    users seen with that ``sid`` (at userinfo) plus ``ANY_SUBJECT`` (for tokens of it not seen
+    yet). A user never seen with that ``sid`` keeps their tokens that name no session: which
+    user they belong to is not known."""
     if token.subject:
         return [token.subject]
     seen = session.scalars(
         select(UserSession.subject).where(UserSession.session_id == token.session_id).distinct()
     ).all()
-    return [*seen, ANY_SUBJECT]
+    return [*seen, revocation.ANY_SUBJECT]

@@ -42,6 +42,7 @@ from app.schemas import (
     IntegrationSchema,
     Strict,
     TenantSchema,
+    private_urls,
 )
 from app.settings import Settings
 
@@ -348,8 +349,8 @@ def apply(
     refused, e.g. unavailable or a concurrent change: nothing was written either).
     """
     document, data = _read(path)
-    tenant_list = _load(document, data, environ)
-    tenancy.install()  # the CLI builds no app: the tenant guard must still be on
+    with private_urls(settings.allow_private_urls):
+        tenant_list = _load(document, data, environ)
     report = Report()
     with db.transaction() as session:
         run = _Run(session, Keyring(settings.secret_key), document, report)

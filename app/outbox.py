@@ -218,7 +218,7 @@ def _record(rt: Runtime, message: _Claimed, outcome: str, error: str, now: datet
             error,
         )
     with rt.db.transaction() as session:
-        tenancy.cross_tenant(session)
+        tenancy.scope_id(session, message.tenant_id)  # the message's own tenant, no other
         session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == message.id)

@@ -1,12 +1,14 @@
 """A ``jti`` used once: ``private_key_jwt`` client assertions (RFC 7523 §3 item 7) and
 back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0 §2.6 item 10).
 
-A use is recorded in the caller's transaction, so a refused or failed request leaves nothing
-behind, and kept until the token expires (then swept here). ``DatabaseReplayStore`` is the
-durable record: its unique constraint refuses a second use, even by a concurrent request on
-another instance. ``app.shared_redis.RedisReplayStore`` claims the ``jti`` in Redis first
-(shared by every instance, no database write for a replay) and then records it here too, so a
-Redis that lost its data still cannot let a replay through.
+A use is recorded in the transaction it is given and kept until the token expires (then swept
+here). A logout token is recorded in the logout's own transaction, so a logout that failed can
+be retried with it; a client assertion in a transaction of its own that commits at client
+authentication (``app.assertions.authenticate``), so it is spent whatever follows.
+``DatabaseReplayStore`` is the durable record: its unique constraint refuses a second use, even
+by a concurrent request on another instance. ``app.shared_redis.RedisReplayStore`` claims the
+``jti`` in Redis first (shared by every instance, no database write for a replay) and then
+records it here too, so a Redis that lost its data still cannot let a replay through.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from app import tenancy
 from app.crypto import Keyring
 from app.database import Database
 from app.settings import Settings
@@ -22,7 +21,6 @@ class Runtime:
 
 
 def init_app(flask_app: Flask, settings: Settings) -> Runtime:
-    tenancy.install()
     runtime = Runtime(
         settings=settings, db=Database(settings), keyring=Keyring(settings.secret_key)
     )

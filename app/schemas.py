@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +24,8 @@ from marshmallow import (
     validate,
     validates_schema,
 )
+
+from app import outbound
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
@@ -58,6 +63,37 @@ def _absolute_url(value: str) -> None:
 def _optional_url(value: str) -> None:
     if value:
         _absolute_url(value)
+
+
+PRIVATE_URLS_ALLOWED: ContextVar[bool] = ContextVar("private_urls_allowed", default=False)
+
+
+@contextmanager
+def private_urls(allowed: bool) -> Iterator[None]:
+    """Judge the URLs idbridge calls as a deployment with ``IDBRIDGE_ALLOW_PRIVATE_URLS`` =
+    ``allowed``. Each surface that writes them says so (the admin API per request, ``idbridge
+    apply`` per file); where none does, literal private hosts are refused."""
+    token = PRIVATE_URLS_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        PRIVATE_URLS_ALLOWED.reset(token)
+
+
+def _outbound_url(value: str) -> None:
+    """A URL idbridge calls: unambiguous, and no literal private host unless allowed (the rules
+    of ``app.outbound``, so a URL accepted here is not refused at the call for its form)."""
+    if len(value) > MAX_URL_LENGTH:
+        raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters")
+    try:
+        outbound.check_configured_url(value, PRIVATE_URLS_ALLOWED.get())
+    except outbound.OutboundRefused as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _optional_outbound_url(value: str) -> None:
+    if value:
+        _outbound_url(value)
 
 
 def _unstorable(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
@@ -100,14 +136,17 @@ class Strict(Schema):
 
 
 Url = lambda **kw: fields.String(validate=_absolute_url, **kw)  # noqa: E731
+OutboundUrl = lambda **kw: fields.String(validate=_outbound_url, **kw)  # noqa: E731
 ScopeList = lambda **kw: fields.List(  # noqa: E731
     fields.String(validate=validate.Regexp(r"^[\x21\x23-\x5b\x5d-\x7e]+$")), **kw
 )
 
 
 class IdentityProviderSchema(Strict):
-    issuer = Url(required=True, metadata={"description": "Exact `iss` of the IdP's tokens."})
-    jwks_uri = Url(required=True)
+    issuer = OutboundUrl(
+        required=True, metadata={"description": "Exact `iss` of the IdP's tokens."}
+    )
+    jwks_uri = OutboundUrl(required=True)
     audiences = fields.List(fields.String(validate=validate.Length(1, 2000)), load_default=list)
     algorithms = fields.List(
         fields.String(validate=validate.OneOf(ALGORITHMS)),
@@ -128,6 +167,15 @@ class IdentityProviderSchema(Strict):
         allow_none=True,
         metadata={"description": "The connector's credential; write-only, sealed at rest."},
     )
+
+    @validates_schema
+    def _connector_base_url(self, data: dict[str, Any], **_: Any) -> None:
+        base_url = (data.get("connector_settings") or {}).get("base_url")
+        if base_url:
+            try:
+                _outbound_url(base_url)
+            except ValidationError as exc:
+                raise ValidationError({"base_url": exc.messages}, "connector_settings") from None
 
 
 class UsersSchema(Strict):
@@ -192,7 +240,7 @@ class IntegrationSchema(Strict):
     flow = fields.String(validate=validate.OneOf(FLOWS), allow_none=True, load_default=None)
     audience = fields.String(validate=validate.Length(max=2000), load_default="")
     resource = fields.String(validate=validate.Length(max=2000), load_default="")
-    token_endpoint = fields.String(validate=_optional_url, load_default="")
+    token_endpoint = fields.String(validate=_optional_outbound_url, load_default="")
     client_id = fields.String(validate=validate.Length(max=200), load_default="")
     user_mapping = fields.Dict(load_default=lambda: {"source": "mapping_table"})
     scope_mapping = fields.Dict(

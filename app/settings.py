@@ -21,6 +21,7 @@ ENV_PREFIX = "IDBRIDGE_"
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_LENGTH = 32
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_SESSION_AGE = 90 * 86400  # seconds: the most IDBRIDGE_SESSION_MAX_AGE may say
 
 
 class SettingsError(ValueError):
@@ -86,8 +87,9 @@ class Settings:
     )
     allow_private_urls: bool = _setting(
         False,
-        "Allow outbound calls (JWKS, upstream servers, connectors) to loopback or private "
-        "addresses. Off by default; tests and the demo turn it on.",
+        "Allow outbound calls (JWKS, upstream token endpoints, connectors) to non-public "
+        "addresses (loopback, private, link-local, ...), and such literal hosts or `localhost` "
+        "in the URLs an operator sets for them. Off by default; tests and the demo turn it on.",
     )
     log_level: str = _setting("INFO", "One of DEBUG, INFO, WARNING, ERROR.")
     db_pool_size: int = _setting(5, "PostgreSQL connections kept per worker process.")
@@ -104,6 +106,13 @@ class Settings:
         "Seconds between two runs of the outbox job (mail and identity-provider calls waiting "
         "to be sent), run by one `idbridge serve` instance at a time; 0 turns the job off. "
         "`create_app` alone never starts it.",
+    )
+    session_max_age: int = _setting(
+        86400,
+        "Seconds the longest login session at the identity provider can last (Keycloak's SSO "
+        "Session Max, Okta's maximum session lifetime). A session logged out at idbridge stays "
+        "ended that long: every token naming its `sid` is refused, whatever its `iat`. Access "
+        "tokens valid for longer than this (`exp` - `iat`) are refused.",
     )
     trusted_proxies: str = _setting(
         "",
@@ -194,6 +203,10 @@ class Settings:
             raise SettingsError("IDBRIDGE_JWKS_MAX_STALE must be between 0 and 86400 seconds")
         if not 0 <= self.outbox_interval <= 3600:
             raise SettingsError("IDBRIDGE_OUTBOX_INTERVAL must be between 0 and 3600 seconds")
+        if not 300 <= self.session_max_age <= MAX_SESSION_AGE:
+            raise SettingsError(
+                f"IDBRIDGE_SESSION_MAX_AGE must be between 300 and {MAX_SESSION_AGE} seconds"
+            )
         try:
             self.proxy_networks()
         except ValueError:

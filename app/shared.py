@@ -18,6 +18,7 @@ as the rows they guard (the grant row, the signing keys), so they need no second
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from flask import Flask
@@ -59,6 +60,7 @@ def install(db: Database, settings: Settings, keyring: Keyring) -> SharedState:
     """Build the shared state for ``db`` and hand it to every session it opens
     (``Database.info``): the app factory and every command line that opens the store call
     this, so domain code finds it from its session, in a request or not."""
+    session_max_age = timedelta(seconds=settings.session_max_age)
     state: SharedState
     if settings.redis_url:
         from app import shared_redis
@@ -67,7 +69,7 @@ def install(db: Database, settings: Settings, keyring: Keyring) -> SharedState:
         client = shared_redis.connect(settings.redis_url, settings.redis_timeout)
         state = SharedState(
             replay=shared_redis.RedisReplayStore(client, keyring),
-            not_before=shared_redis.RedisNotBefore(client, keyring),
+            not_before=shared_redis.RedisNotBefore(client, keyring, session_max_age),
             deliveries=shared_redis.RedisDeliveryClaims(client, keyring),
             token_cache=RedisTokenCache(client, keyring),
             redis=client,
@@ -75,7 +77,7 @@ def install(db: Database, settings: Settings, keyring: Keyring) -> SharedState:
     else:
         state = SharedState(
             DatabaseReplayStore(),
-            DatabaseNotBefore(),
+            DatabaseNotBefore(session_max_age),
             LocalDeliveryClaims(),
             DatabaseTokenCache(db, keyring),
         )

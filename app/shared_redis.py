@@ -24,6 +24,7 @@ from redis.retry import Retry
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from app import revocation, tenancy
 from app.crypto import Keyring
 from app.errors import StoreUnavailable
 from app.idempotency import WAIT
@@ -43,14 +44,15 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Raise each "not before" to at least the given time (never lower one), then set the marker
-# (ARGV[1]) when asked: a reload and the revocations racing it can only add.
+# Raise each "not before" to at least the given time (never lower one), with its expiry (the
+# value ARGV[2i-2], its expiry in epoch ms ARGV[2i-1]), then set the marker (ARGV[1]) when
+# asked: a reload and the revocations racing it can only add.
 _RAISE = """
 for i, key in ipairs(KEYS) do
   if i > 1 then
     local current = redis.call('GET', key)
-    if not current or tonumber(current) < tonumber(ARGV[i]) then
-      redis.call('SET', key, ARGV[i])
+    if not current or tonumber(current) < tonumber(ARGV[2 * i - 2]) then
+      redis.call('SET', key, ARGV[2 * i - 2], 'PXAT', ARGV[2 * i - 1])
     end
   end
 end
@@ -95,8 +97,10 @@ class _Keys:
 
 class RedisReplayStore:
     """``SET NX`` with the token's expiry claims a ``jti`` for every instance at once; then the
-    database records it (``DatabaseReplayStore``). If the transaction rolls back, the claim is
-    given back, so a request that failed for another reason can be retried."""
+    database records it (``DatabaseReplayStore``). If that transaction rolls back, the claim is
+    given back: a use the database never recorded did not happen (a back-channel logout that
+    failed can be retried; a client assertion is recorded in a transaction of its own that
+    commits at authentication, ``app.assertions.authenticate``)."""
 
     def __init__(self, client: redis.Redis, keyring: Keyring, prefix: str = PREFIX) -> None:
         self.redis = client
@@ -125,13 +129,22 @@ class RedisReplayStore:
 
 
 class RedisNotBefore:
-    """The "not before" of every (tenant, user, session) revoked, in epoch microseconds, plus a
-    marker key set by the last full reload from the database. A read that finds the marker gone
+    """The cutoff of every (tenant, user, session) row revoked, in epoch microseconds, each key
+    expiring when the database row may be swept (``app.revocation.kept_for``), plus a marker
+    key set by the last full reload from the database. A read that finds the marker gone
     reloads every revocation (``SessionRevocation``) and reads again."""
 
-    def __init__(self, client: redis.Redis, keyring: Keyring, prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keyring: Keyring,
+        session_max_age: timedelta,
+        prefix: str = PREFIX,
+    ) -> None:
         self.redis = client
         self.keys = _Keys(keyring, prefix)
+        self.session_max_age = session_max_age
+        self.kept_for = revocation.kept_for(session_max_age)
         self.marker = f"{prefix}not-before:loaded"
         self._raise = client.register_script(_RAISE)
         self._read = client.register_script(_READ)
@@ -139,13 +152,16 @@ class RedisNotBefore:
     def _key(self, tenant_id: int, subject: str, session_id: str) -> str:
         return self.keys.name("not-before", tenant_id, subject, session_id)
 
+    def _expiry_ms(self, cutoff: datetime) -> int:
+        return _microseconds(cutoff + self.kept_for) // 1000
+
     def publish(
         self, session: Session, tenant_id: int, subject: str, session_id: str, at: datetime
     ) -> None:
         """Into Redis now, before the commit (fail closed), and again after it (a reload racing
         this transaction could not see the row yet)."""
         keys = [self.marker, self._key(tenant_id, subject, session_id)]
-        values = ["0", _microseconds(at)]
+        values = ["0", _microseconds(at), self._expiry_ms(at)]
         try:
             self._raise(keys=keys, args=values)
         except redis.RedisError as error:
@@ -178,13 +194,17 @@ class RedisNotBefore:
         """Copy every revocation of every tenant from the database, then set the marker, in one
         Redis transaction (MULTI): the marker never stands for data that is not there."""
         table = SessionRevocation.__table__
-        rows = session.connection().execute(
+        # every tenant's rows, whatever tenant the session answers: the mirror holds them all
+        rows = tenancy.unguarded_connection(session).execute(
             select(table.c.tenant_id, table.c.subject, table.c.session_id, table.c.not_before)
         )
         keys, values = [self.marker], ["1"]
+        now_ms = _now_ms()
         for tenant_id, subject, session_id, not_before in rows:
-            keys.append(self._key(tenant_id, subject, session_id))
-            values.append(_microseconds(not_before))
+            expiry_ms = self._expiry_ms(not_before)
+            if expiry_ms > now_ms:  # else due to be swept: it refuses no valid token
+                keys.append(self._key(tenant_id, subject, session_id))
+                values += [_microseconds(not_before), expiry_ms]
         pipe = self.redis.pipeline(transaction=True)
         self._raise(keys=keys, args=values, client=pipe)
         pipe.execute()

@@ -8,9 +8,12 @@ cache of the whole deployment: a purge is a DELETE in the revoking transaction (
 worker as it commits, on any path: request, CLI, job), and single flight is a lease row.
 
 - The hot path (``lookup``) reads one row by primary key inside the exchange's own read
-  transaction: one prebuilt Core statement, no ORM entity; then it opens the sealed value.
+  transaction: one prebuilt statement of three columns, no entity loaded; then it opens the
+  sealed value. Every statement here goes through the tenant guard (``app.tenancy``): the
+  table is tenant-owned, and each session is scoped to the key's tenant.
 - Single flight (``flight``): a caller missing a key claims it in a short committed
-  transaction (insert the row, or take over one whose lease ended and whose value is stale);
+  transaction (insert the row if absent, or take over one whose lease ended and whose value is
+  stale: the guard allows no upsert that updates, so these are two statements);
   the others poll the row (reads only) for the holder's token, at most ``WAIT_SECONDS``, then
   obtain themselves. The holder stores the token in the exchange's re-check transaction
   (``app.token_cache.store_on``), which also clears the lease; if it fails, leaving the flight
@@ -27,11 +30,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Delete, bindparam, delete, select, update
+from sqlalchemy import Delete, Update, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app import tenancy
 from app.crypto import Keyring
 from app.database import Database
 from app.errors import DomainError
@@ -51,45 +55,44 @@ from app.upstream import UpstreamToken
 
 log = logging.getLogger(__name__)
 
-TABLE = CachedToken.__table__
 PURGE_CHUNK = 500  # hashes per DELETE of a bulk purge (a mapping import)
+QUIET = {"synchronize_session": False}  # no loaded rows to keep in step: none are loaded
 
-# Built once, bound per call: building a statement costs more than running it (bench/).
-_LOOKUP = select(TABLE.c.sealed, TABLE.c.good_until, TABLE.c.lease_until).where(
-    TABLE.c.key_hash == bindparam("key_hash"), TABLE.c.tenant_id == bindparam("tenant_id")
+# Built once, bound per call: building a statement costs more than running it (bench/). The
+# tenant guard adds ``tenant_id = :tenant`` to each.
+_LOOKUP = select(CachedToken.sealed, CachedToken.good_until, CachedToken.lease_until).where(
+    CachedToken.key_hash == bindparam("entry")
 )
 _TAKE_OVER = (
-    update(TABLE)
+    update(CachedToken)
     .where(
-        TABLE.c.key_hash == bindparam("entry"),
-        TABLE.c.lease_until <= bindparam("now"),
-        TABLE.c.good_until <= bindparam("now"),
+        CachedToken.key_hash == bindparam("entry"),
+        CachedToken.lease_until <= bindparam("now"),
+        CachedToken.good_until <= bindparam("now"),
     )
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .execution_options(**QUIET)
 )
 _RELEASE = (
-    update(TABLE)
-    .where(TABLE.c.key_hash == bindparam("entry"), TABLE.c.lease_owner == bindparam("owner"))
+    update(CachedToken)
+    .where(
+        CachedToken.key_hash == bindparam("entry"), CachedToken.lease_owner == bindparam("owner")
+    )
     .values(lease_owner="", lease_until=0.0)
+    .execution_options(**QUIET)
 )
-
-
-def _upserts(dialect: str) -> tuple[Any, Any]:
-    """(claim, store): INSERT ... ON CONFLICT (key_hash) DO NOTHING / DO UPDATE."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    claim = (  # RETURNING: psycopg reports no rowcount for ON CONFLICT DO NOTHING
-        insert(TABLE)
-        .on_conflict_do_nothing(index_elements=[TABLE.c.key_hash])
-        .returning(TABLE.c.key_hash)
+_STORE = (
+    update(CachedToken)
+    .where(CachedToken.key_hash == bindparam("entry"))
+    .values(
+        token_hash=bindparam("token"),
+        sealed=bindparam("value"),
+        good_until=bindparam("until"),
+        lease_owner="",
+        lease_until=0.0,
     )
-    stored = insert(TABLE)
-    columns = ("user_hash", "grant_hash", "token_hash", "sealed", "good_until")
-    store = stored.on_conflict_do_update(
-        index_elements=[TABLE.c.key_hash],
-        set_={name: stored.excluded[name] for name in columns}
-        | {"lease_owner": "", "lease_until": 0.0},
-    )
-    return claim, store
+    .execution_options(**QUIET)
+)
 
 
 class DatabaseTokenCache:
@@ -106,15 +109,11 @@ class DatabaseTokenCache:
         self.clock = clock
         self.wait_seconds = wait_seconds
         self.lease_seconds = lease_seconds
-        self.claim_row, self.store_row = _upserts("sqlite" if db.is_sqlite else "postgresql")
+        self._insert = sqlite.insert if db.is_sqlite else postgresql.insert
 
     def lookup(self, session: Session, key: CacheKey) -> UpstreamToken | None:
         entry = digest(self.keyring, "entry", *key)
-        row = (
-            session.connection()
-            .execute(_LOOKUP, {"key_hash": entry, "tenant_id": key.tenant_id})
-            .first()
-        )
+        row = session.execute(_LOOKUP, {"entry": entry}).first()
         if row is None or row.sealed is None:
             return None
         now = self.clock()
@@ -123,18 +122,39 @@ class DatabaseTokenCache:
     def flight(self, key: CacheKey) -> DatabaseFlight:
         return DatabaseFlight(self, key)
 
-    def _purge(self, session: Session, statement: Delete) -> int:
-        return session.connection().execute(statement).rowcount or 0
+    def insert(self, session: Session, digests: Digests, key: CacheKey, **values: Any) -> bool:
+        """Insert the key's row unless it exists (the guard allows no upsert that updates);
+        whether it was inserted."""
+        statement = (
+            self._insert(CachedToken)
+            .values(
+                key_hash=digests.entry,
+                tenant_id=key.tenant_id,
+                user_hash=digests.user,
+                grant_hash=digests.grant,
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=[CachedToken.key_hash])
+            .returning(CachedToken.key_hash)  # psycopg reports no rowcount for DO NOTHING
+        )
+        return session.execute(statement).first() is not None
+
+    @staticmethod
+    def changed(session: Session, statement: Update | Delete, values: dict[str, Any]) -> int:
+        return session.execute(statement, values).rowcount or 0  # type: ignore[attr-defined]
 
     def purge_users(self, session: Session, tenant_id: int, subjects: Sequence[str]) -> int:
         hashes = [digest(self.keyring, "user", tenant_id, subject) for subject in subjects]
         return sum(
-            self._purge(
+            self.changed(
                 session,
-                delete(TABLE).where(
-                    TABLE.c.tenant_id == tenant_id,
-                    TABLE.c.user_hash.in_(hashes[start : start + PURGE_CHUNK]),
-                ),
+                delete(CachedToken)
+                .where(
+                    CachedToken.tenant_id == tenant_id,
+                    CachedToken.user_hash.in_(hashes[start : start + PURGE_CHUNK]),
+                )
+                .execution_options(**QUIET),
+                {},
             )
             for start in range(0, len(hashes), PURGE_CHUNK)
         )
@@ -143,17 +163,17 @@ class DatabaseTokenCache:
         self, session: Session, tenant_id: int, client_id: str, integration: str
     ) -> int:
         grant = digest(self.keyring, "grant", tenant_id, client_id, integration)
-        return self._purge(
-            session,
-            delete(TABLE).where(TABLE.c.tenant_id == tenant_id, TABLE.c.grant_hash == grant),
+        statement = delete(CachedToken).where(
+            CachedToken.tenant_id == tenant_id, CachedToken.grant_hash == grant
         )
+        return self.changed(session, statement.execution_options(**QUIET), {})
 
     def purge_token(self, session: Session, tenant_id: int, access_token: str) -> int:
         token = digest(self.keyring, "token", access_token)
-        return self._purge(
-            session,
-            delete(TABLE).where(TABLE.c.tenant_id == tenant_id, TABLE.c.token_hash == token),
+        statement = delete(CachedToken).where(
+            CachedToken.tenant_id == tenant_id, CachedToken.token_hash == token
         )
+        return self.changed(session, statement.execution_options(**QUIET), {})
 
 
 class DatabaseFlight:
@@ -177,13 +197,8 @@ class DatabaseFlight:
                 self.owner = owner
                 return self
             with self.cache.db.read() as session:
-                row = (
-                    session.connection()
-                    .execute(
-                        _LOOKUP, {"key_hash": self.digests.entry, "tenant_id": self.key.tenant_id}
-                    )
-                    .first()
-                )
+                tenancy.scope_id(session, self.key.tenant_id)
+                row = session.execute(_LOOKUP, {"entry": self.digests.entry}).first()
             now = self.cache.clock()
             if row is not None and row.sealed is not None and now < row.good_until:
                 # the holder's token; one that does not open (another deployment key) is a
@@ -197,51 +212,36 @@ class DatabaseFlight:
                 time.sleep(POLL_SECONDS)
 
     def _claim(self, owner: str) -> bool:
-        now = self.cache.clock()
-        until = now + self.cache.lease_seconds
-        with self.cache.db.transaction() as session:
-            connection = session.connection()
-            inserted = connection.execute(
-                self.cache.claim_row,
-                {
-                    "key_hash": self.digests.entry,
-                    "tenant_id": self.key.tenant_id,
-                    "user_hash": self.digests.user,
-                    "grant_hash": self.digests.grant,
-                    "token_hash": "",
-                    "sealed": None,
-                    "good_until": 0.0,
-                    "lease_owner": owner,
-                    "lease_until": until,
-                },
-            )
-            if inserted.first() is not None:
+        cache = self.cache
+        now = cache.clock()
+        until = now + cache.lease_seconds
+        with cache.db.transaction() as session:
+            tenancy.scope_id(session, self.key.tenant_id)
+            lease = {"lease_owner": owner, "lease_until": until}
+            if cache.insert(session, self.digests, self.key, **lease):
                 return True
-            taken = connection.execute(
-                _TAKE_OVER,
-                {"entry": self.digests.entry, "now": now, "owner": owner, "until": until},
-            )
-            return taken.rowcount == 1
+            taken = {"entry": self.digests.entry, "now": now, "owner": owner, "until": until}
+            return cache.changed(session, _TAKE_OVER, taken) == 1
 
     def store(self, session: Session, token: UpstreamToken) -> None:
+        """In the caller's transaction (scoped to the key's tenant by the exchange)."""
         cache = self.cache
         until = good_until(token, cache.clock())
         if until <= cache.clock():
             return
-        session.connection().execute(
-            cache.store_row,
-            {
-                "key_hash": self.digests.entry,
-                "tenant_id": self.key.tenant_id,
-                "user_hash": self.digests.user,
-                "grant_hash": self.digests.grant,
-                "token_hash": digest(cache.keyring, "token", token.access_token),
-                "sealed": seal(cache.keyring, self.digests.entry, token, until),
-                "good_until": until,
-                "lease_owner": "",
-                "lease_until": 0.0,
-            },
-        )
+        values = {
+            "token_hash": digest(cache.keyring, "token", token.access_token),
+            "sealed": seal(cache.keyring, self.digests.entry, token, until),
+            "good_until": until,
+        }
+        if not cache.insert(session, self.digests, self.key, **values):
+            stored = {
+                "entry": self.digests.entry,
+                "token": values["token_hash"],
+                "value": values["sealed"],
+                "until": until,
+            }
+            cache.changed(session, _STORE, stored)
         self.stored = True
 
     def __exit__(
@@ -251,8 +251,8 @@ class DatabaseFlight:
             return
         try:  # the next caller need not wait for the lease to end
             with self.cache.db.transaction() as session:
-                session.connection().execute(
-                    _RELEASE, {"entry": self.digests.entry, "owner": self.owner}
-                )
+                tenancy.scope_id(session, self.key.tenant_id)
+                released = {"entry": self.digests.entry, "owner": self.owner}
+                self.cache.changed(session, _RELEASE, released)
         except (DomainError, SQLAlchemyError) as error:
             log.warning("token cache: lease not released (%s)", type(error).__name__)

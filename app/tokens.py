@@ -13,7 +13,8 @@ Logout 1.0), each a refusal with a reason the edge renders (``InvalidToken``, 40
 - A ``crit`` header is refused: idbridge understands no JWS extension (RFC 7515 §4.1.11).
 - ``iss`` equals the tenant's issuer exactly: no prefix, suffix or trailing-slash tolerance.
 - ``aud`` is required and must name one of the tenant's audiences (RFC 9068 §4).
-- ``exp`` is required, ``exp``/``nbf``/``iat`` are checked with ``LEEWAY`` seconds of leeway.
+- ``exp`` is required, ``exp``/``nbf``/``iat`` are checked with ``LEEWAY`` seconds of leeway; an
+  access token valid for longer than ``IDBRIDGE_SESSION_MAX_AGE`` (``exp`` - ``iat``) is refused.
 - Identity is (issuer, subject claim); no email claim is ever used to find a user.
 
 What is an access token (the rule token exchange also relies on): a token whose header
@@ -349,9 +350,11 @@ class TokenValidator:
             timeout=timeout,
             clock=clock,
         )
+        self.max_lifetime = settings.session_max_age  # seconds
 
     def access_token(self, issuer: TrustedIssuer, token: str) -> VerifiedToken:
-        """An access token for the tenant's API (RFC 9068; the rule in the module docstring)."""
+        """An access token for the tenant's API (RFC 9068; the rule in the module docstring),
+        valid for at most ``IDBRIDGE_SESSION_MAX_AGE`` (``app.revocation`` sweeps after it)."""
         claims = self._verify(issuer, token, types=ACCESS_TOKEN_TYPES, audiences=issuer.audiences)
         if any(name in claims for name in ID_TOKEN_ONLY_CLAIMS):
             raise InvalidToken("an ID token is not an access token")
@@ -362,7 +365,10 @@ class TokenValidator:
             not isinstance(payload_type, str) or payload_type.lower() != "bearer"
         ):
             raise InvalidToken("not an access token")
-        return self._result(issuer, claims)
+        verified = self._result(issuer, claims)
+        if claims["exp"] - claims["iat"] > self.max_lifetime:  # both numbers (``_result``)
+            raise InvalidToken("the token is valid for longer than this deployment accepts")
+        return verified
 
     def id_token_hint(self, issuer: TrustedIssuer, token: str) -> VerifiedToken:
         """An ID token given as ``id_token_hint`` (RP-Initiated Logout 1.0 §2): signature and

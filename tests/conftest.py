@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app import create_app, migrate, runtime
+from app import create_app, migrate, runtime, schemas
 from app.database import Database
 from app.models import Base
 from app.settings import Settings
@@ -76,6 +76,15 @@ def no_secret_in_logs() -> Iterator[None]:
 
 def captured_logs() -> list[str]:
     return list(_capture.lines)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_urls_allowed() -> Iterator[None]:
+    """Test helpers load ``app.schemas`` directly with loopback URLs, as a deployment with
+    ``IDBRIDGE_ALLOW_PRIVATE_URLS`` (``make_settings``' default) may; the admin API and
+    ``idbridge apply`` state their own deployment's setting."""
+    with schemas.private_urls(True):
+        yield
 
 
 # --- stores -----------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def test_an_unavailable_store_is_a_503_with_retry_after(client, admin_headers, m
         ),
         (
             {"slug": "acme", "idp": {"issuer": "http://[", "jwks_uri": "https://i.example/k"}},
-            {"idp": {"issuer": ["must be an absolute http(s) URL"]}},
+            {"idp": {"issuer": ["must have a well-formed [IPv6] host"]}},
         ),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,6 +11,7 @@ from app import runtime, tenants
 from app.credentials import add_webhook_secret
 from tests.conftest import remember_secret
 from tests.idp import IdentityProviderServer
+from tests.test_logout_closed import clock_at
 from tests.test_oidc import make_tenant, make_user, userinfo
 from tests.webhook_support import signed
 
@@ -22,11 +24,15 @@ def acme(app):
         yield idp
 
 
-def test_blocking_ends_sessions_at_once_and_shows_in_the_user(app, client, acme, admin_headers):
-    before = remember_secret(acme.access_token("00u1", sid="s-1"))
+def test_blocking_ends_sessions_at_once_and_shows_in_the_user(
+    app, client, acme, admin_headers, monkeypatch
+):
+    blocked_at = int(time.time()) - 120  # the block is made two minutes ago
+    before = remember_secret(acme.access_token("00u1", sid="s-1", iat=blocked_at - 60))
     assert userinfo(client, before).status_code == 200
     url = "/admin/v1/tenants/acme/users/00u1"
-    response = client.patch(url, json={"blocked": True}, headers=admin_headers)
+    with clock_at(monkeypatch, datetime.fromtimestamp(blocked_at, UTC)):
+        response = client.patch(url, json={"blocked": True}, headers=admin_headers)
     assert response.status_code == 200
     assert response.json["blocked"] is True and response.json["operator_blocked"] is True
     assert response.json["active"] is True and response.json["id"] == "00u1"
@@ -44,8 +50,10 @@ def test_blocking_ends_sessions_at_once_and_shows_in_the_user(app, client, acme,
 
     unblocked = client.patch(url, json={"blocked": False}, headers=admin_headers)
     assert unblocked.json["blocked"] is False
-    later = remember_secret(acme.access_token("00u1", sid="s-3", iat=int(time.time()) + 2))
+    later = remember_secret(acme.access_token("00u1", sid="s-3"))  # past the leeway
     assert userinfo(client, later).status_code == 200
+    inside = remember_secret(acme.access_token("00u1", sid="s-4", iat=blocked_at + 30))
+    assert userinfo(client, inside).status_code == 401  # the leeway's price (README, Logout)
     assert userinfo(client, before).status_code == 401  # a block's revocation stays
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from app import clients, create_app, integrations, revocation, runtime, signing, tenants
-from app.models import User
+from app.models import User, utcnow
 from app.schemas import ClientSchema, IntegrationSchema, TenantSchema
 from app.users import canonical_email
 from tests.conftest import empty_tables, make_settings, remember_secret
@@ -519,13 +519,13 @@ def test_other_grant_types_and_malformed_requests_are_refused(acme, idp):
 
 
 def test_a_logout_ends_the_exchange_and_purges_the_users_cached_tokens(acme, idp):
-    form = exchange_form(idp.access_token("00u1", sid="s-1"))
+    form = exchange_form(idp.access_token("00u1", sid="s-1", iat=int(time.time()) - 180))
     first = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
     assert first.status_code == 200
     with acme.app.app_context(), runtime.of(acme.app).db.transaction() as session:
         tenants.find(session, "acme")
-        revocation.revoke(session, "00u1", "logout")
-    time.sleep(1.1)  # a token issued after the logout second
+        # a logout two minutes ago: after the token, and more than the leeway before now
+        revocation.revoke(session, "00u1", "logout", at=utcnow() - 2 * revocation.SKEW)
     refused = acme.client.post("/t/acme/oauth/token", data=form, headers=basic())
     assert refused.status_code == 400
     assert refused.get_json()["error"] == "invalid_request"

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from app import tenancy, tenants
+from app import tenants
 from app.database import Database
 from app.models import User
 from tests import processes
@@ -24,7 +24,6 @@ def idp():
 
 @pytest.fixture
 def served(tmp_path, database_url, idp):
-    tenancy.install()  # no app in this process: the tenancy guard stamps the rows we write
     db = Database(make_settings(tmp_path, database_url=database_url))
     empty_tables(db)
     server = processes.serve(tmp_path, database_url, ALLOW_PRIVATE_URLS="true")

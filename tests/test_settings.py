@@ -24,6 +24,7 @@ def test_defaults_are_a_sqlite_file_in_the_instance_folder(tmp_path):
     assert settings.redis_url == ""
     assert settings.allow_private_urls is False
     assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.session_max_age == 86400
 
 
 def test_values_are_parsed_and_normalised(tmp_path):
@@ -35,12 +36,14 @@ def test_values_are_parsed_and_normalised(tmp_path):
         IDBRIDGE_PUBLIC_URL="https://id.example.com/",
         IDBRIDGE_DB_POOL_SIZE="7",
         IDBRIDGE_LOG_LEVEL="warning",
+        IDBRIDGE_SESSION_MAX_AGE="36000",
     )
     assert settings.database_url == "postgresql+psycopg://u@db:5432/idb"
     assert settings.allow_private_urls is True
     assert settings.public_url == "https://id.example.com"
     assert settings.db_pool_size == 7
     assert settings.log_level == "WARNING"
+    assert settings.session_max_age == 36000
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,9 @@ def test_values_are_parsed_and_normalised(tmp_path):
         ("IDBRIDGE_LOG_LEVEL", "LOUD"),
         ("IDBRIDGE_DB_POOL_SIZE", "many"),
         ("IDBRIDGE_DB_TIMEOUT", "-1"),
+        ("IDBRIDGE_SESSION_MAX_AGE", "60"),
+        ("IDBRIDGE_SESSION_MAX_AGE", "1 day"),
+        ("IDBRIDGE_SESSION_MAX_AGE", str(100 * 86400)),
     ],
 )
 def test_a_bad_value_is_named(tmp_path, variable, value):

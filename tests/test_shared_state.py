@@ -145,15 +145,16 @@ def test_two_instances_using_one_jti_at_once_let_one_through(deployment):
 
 def test_a_revocation_on_one_instance_is_seen_by_the_other_at_once(deployment):
     now = utcnow()
-    earlier, later = now - timedelta(seconds=5), now + timedelta(seconds=5)
+    earlier, later = now - timedelta(seconds=5), now + revocation.SKEW + timedelta(seconds=5)
     with _in(deployment.second) as (session, _):
         assert not revocation.is_revoked(session, "00u1", "sid-1", earlier)  # read before
     with _in(deployment.first) as (session, _):
         revocation.revoke(session, "00u1", "logout", session_id="sid-1", at=now)
     with _in(deployment.second) as (session, _):
         assert revocation.is_revoked(session, "00u1", "sid-1", earlier)
-        assert revocation.is_revoked(session, "00u1", "sid-1", now)
-        assert not revocation.is_revoked(session, "00u1", "sid-1", later)
+        assert revocation.is_revoked(session, "00u1", "sid-1", later)  # ended for good
+        assert revocation.is_revoked(session, "00u1", None, now)  # names no session
+        assert not revocation.is_revoked(session, "00u1", None, later)
         assert not revocation.is_revoked(session, "00u1", "sid-2", earlier)
         assert not revocation.is_revoked(session, "00u2", "sid-1", earlier)
     with _in(deployment.second, "globex") as (session, _):

@@ -90,7 +90,7 @@ def test_a_killed_postgres_connection_is_unavailable_then_recovers(app, settings
     with pytest.raises(StoreUnavailable), db.transaction() as session:
         tenants.create(session, None, TenantSchema().load({"slug": "cut"}))
         session.flush()
-        pid = session.scalar(text("SELECT pg_backend_pid()"))
+        pid = session.scalar(select(func.pg_backend_pid()))  # SQL text is refused in a session
         with killer.engine.connect() as connection:
             connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     killer.dispose()

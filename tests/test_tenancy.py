@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, clients, credentials, integrations, runtime, tenancy, tenants
@@ -130,7 +131,7 @@ def test_writing_another_tenants_row_is_refused(two_tenants):
 
 
 def test_an_audit_row_is_written_for_the_scoped_tenant_only(two_tenants):
-    """``audit.record`` inserts without the unit of work, so it checks the tenant itself."""
+    """``audit.record`` inserts without the unit of work: the guard checks its INSERT."""
     rt, a, b = two_tenants
     entry = audit.Entry(action="token_exchange", client_id="broker")
     with pytest.raises(tenancy.TenancyViolation), rt.db.transaction() as session:
@@ -170,3 +171,67 @@ def test_sealed_secrets_do_not_open_under_another_tenant(two_tenants):
         assert a.webhook_secret not in row_a.secret_sealed
         with pytest.raises(Exception, match="does not open"):
             rt.keyring.open(row_a.secret_sealed, credentials.webhook_secret_context(tenant_b))
+
+
+def test_every_form_of_an_orm_insert_names_the_scoped_tenant(two_tenants):
+    """``values()`` (one row or several), a ``bindparam`` filled at execution, executemany
+    parameters: each row must name the scoped tenant; an upsert that updates on conflict and
+    an SQL expression for the tenant cannot be checked, so they are refused."""
+    rt, a, b = two_tenants
+    row = {"public_id": "sct_z", "token_hash": "2" * 64}
+    dialect = postgresql if rt.db.engine.dialect.name == "postgresql" else sqlite
+    refused = [
+        (insert(ScimToken).values(tenant_id=b.tenant_id, **row), None),
+        (
+            insert(ScimToken).values([row | {"tenant_id": a.tenant_id}, row | {"tenant_id": 0}]),
+            None,
+        ),
+        (insert(ScimToken).values(tenant_id=bindparam("t"), **row), {"t": b.tenant_id}),
+        (insert(ScimToken).values(tenant_id=select(Tenant.id).scalar_subquery(), **row), None),
+        (insert(ScimToken), [row | {"tenant_id": a.tenant_id}, row | {"tenant_id": b.tenant_id}]),
+        (
+            dialect.insert(ScimToken)
+            .values(tenant_id=a.tenant_id, **row)
+            .on_conflict_do_update(index_elements=["id"], set_={"source": "x"}),
+            None,
+        ),
+    ]
+    for statement, params in refused:
+        with pytest.raises(tenancy.TenancyViolation), rt.db.transaction() as session:
+            tenants.find(session, "tenant-a")
+            session.execute(statement, params)
+    with rt.db.transaction() as session:
+        tenants.find(session, "tenant-a")
+        session.execute(
+            insert(ScimToken).values(tenant_id=bindparam("t"), **row), {"t": a.tenant_id}
+        )
+        session.execute(
+            dialect.insert(ScimToken).values(tenant_id=a.tenant_id, **row).on_conflict_do_nothing()
+        )
+    with rt.db.read() as session:
+        tenancy.cross_tenant(session)
+        found = session.scalars(select(ScimToken.tenant_id).where(ScimToken.public_id == "sct_z"))
+        assert found.all() == [a.tenant_id]
+
+
+def test_after_release_no_row_of_the_tenant_before_is_found(two_tenants):
+    """``apply`` walks tenants in one transaction: a row loaded under A is not answered by
+    primary key (from the identity map, without a query) once the session serves B."""
+    rt, a, _b = two_tenants
+    with rt.db.transaction() as session:
+        tenants.find(session, "tenant-a")
+        loaded = session.get(Client, a.client_pk)  # held: the identity map keeps it
+        tenancy.release(session)
+        tenants.find(session, "tenant-b")
+        assert session.get(Client, a.client_pk) is None
+        assert loaded.client_id == "broker"  # still readable, no longer the session's
+
+
+def test_a_session_is_scoped_or_cross_tenant_never_both(two_tenants):
+    rt, a, _b = two_tenants
+    with rt.db.read() as session, pytest.raises(tenancy.TenancyViolation):
+        tenancy.cross_tenant(session)
+        tenancy.scope_id(session, a.tenant_id)
+    with rt.db.read() as session, pytest.raises(tenancy.TenancyViolation):
+        tenancy.scope_id(session, a.tenant_id)
+        tenancy.cross_tenant(session)

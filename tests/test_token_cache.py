@@ -82,8 +82,7 @@ def test_concurrent_misses_on_several_instances_make_one_upstream_call(store):
             calls.append(1)
             time.sleep(0.3)  # the upstream answers slowly
             token = UpstreamToken("once", time.time() + 600)
-            with instance.db.transaction() as session:
-                flight.store(session, token)
+            instance.store(flight, key, token)
             answers.append((token.access_token, False))
 
     threads = [threading.Thread(target=exchange, args=(instances[n % 4],)) for n in range(8)]
@@ -116,8 +115,7 @@ def test_a_holder_that_never_answers_delays_the_others_a_bounded_time(store):
     started = time.monotonic()
     with two.cache.flight(key) as flight:
         assert flight.token is None  # waited, then obtains itself
-        with two.db.transaction() as session:
-            flight.store(session, UpstreamToken("late", time.time() + 600))
+        two.store(flight, key, UpstreamToken("late", time.time() + 600))
     assert 0.3 <= time.monotonic() - started < 3
     assert one.lookup(key).access_token == "late"
 
@@ -183,8 +181,8 @@ def test_cleanup_sweeps_expired_entries_and_ended_leases(app):
     cache.flight(key._replace(subject="00u3")).__enter__()  # its holder then died
 
     def rows() -> int:
-        with rt.db.read() as session:
-            return len(session.connection().execute(select(CachedToken.__table__)).all())
+        with rt.db.engine.connect() as connection:
+            return len(connection.execute(select(CachedToken.__table__)).all())
 
     jobs.cleanup(rt)
     assert rows() == 3  # nothing has ended yet

@@ -201,15 +201,16 @@ def _rfc7009(served: Served, subject: str, tokens: set[str]) -> str:
 def _logout(served: Served, subject: str, tokens: set[str]) -> str:
     bearer = {"Authorization": f"Bearer {served.idp.access_token(subject, sid='s-1')}"}
     assert served.post("/t/acme/oidc/logout", {}, bearer).status == 204
-    time.sleep(1.1)  # the user signs in again: a token issued after the logout's second
-    return served.idp.access_token(subject, sid="s-2")
+    return served.idp.access_token(subject, sid="s-2")  # the user signs in again
 
 
 def _block(served: Served, subject: str, tokens: set[str]) -> str:
     assert served.admin("PATCH", f"/tenants/acme/users/{subject}", {"blocked": True}) == 200
     assert served.admin("PATCH", f"/tenants/acme/users/{subject}", {"blocked": False}) == 200
-    time.sleep(1.1)  # a token issued after the block's second
-    return served.idp.access_token(subject)
+    # the first token the block lets in: issued more than the leeway (60 s) after it, which the
+    # same leeway accepts from an IdP clock ahead of idbridge's (README, Logout)
+    time.sleep(2.1)
+    return served.idp.access_token(subject, iat=int(time.time()) + 59)
 
 
 def _grant(served: Served, subject: str, tokens: set[str]) -> str:

@@ -56,11 +56,13 @@ def test_revocation_by_user_and_by_session(app):
     with db.transaction() as session:
         tenants.create(session, None, TenantSchema().load({"slug": "acme"}))
         revocation.revoke(session, "00u1", "logout", session_id="sid-1", at=now)
-    earlier, later = now - timedelta(seconds=5), now + timedelta(seconds=5)
+    earlier, later = now - timedelta(seconds=5), now + revocation.SKEW + timedelta(seconds=5)
     with db.transaction() as session:
         tenants.find(session, "acme")
         assert revocation.is_revoked(session, "00u1", "sid-1", earlier)
-        assert not revocation.is_revoked(session, "00u1", "sid-1", later)
+        assert revocation.is_revoked(session, "00u1", "sid-1", later)  # the session is over
+        assert revocation.is_revoked(session, "00u1", None, earlier)  # no sid: may be of it
+        assert not revocation.is_revoked(session, "00u1", None, later)
         assert not revocation.is_revoked(session, "00u1", "sid-2", earlier)
         revocation.revoke(session, "00u1", "blocked", at=now)
         assert revocation.is_revoked(session, "00u1", "sid-2", earlier)

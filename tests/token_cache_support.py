@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import select
 
-from app import runtime, tenants, token_cache
+from app import runtime, tenancy, tenants, token_cache
 from app.crypto import Keyring
 from app.database import Database
 from app.models import CachedToken
 from app.schemas import TenantSchema
 from app.settings import Settings
 from app.shared_redis import connect
-from app.token_cache import CacheKey, UpstreamTokenCache
+from app.token_cache import CacheKey, Flight, UpstreamTokenCache
 from app.token_cache_db import DatabaseTokenCache
 from app.token_cache_redis import RedisTokenCache
 from app.upstream import UpstreamToken
@@ -44,6 +44,7 @@ class Instance:
 
     def lookup(self, key: CacheKey) -> UpstreamToken | None:
         with self.db.read() as session:
+            tenancy.scope_id(session, key.tenant_id)  # as the exchange's read transaction is
             return self.cache.lookup(session, key)
 
     def fill(self, key: CacheKey, value: str, expires_at: float | None = None) -> UpstreamToken:
@@ -51,13 +52,19 @@ class Instance:
         token = UpstreamToken(value, expires_at or time.time() + 600)
         with self.cache.flight(key) as flight:
             assert flight.token is None
-            with self.db.transaction() as session:
-                flight.store(session, token)
+            self.store(flight, key, token)
         return token
 
-    def purge(self, purge: Callable[..., int], *args: object) -> int:
+    def store(self, flight: Flight, key: CacheKey, token: UpstreamToken) -> None:
+        """The holder's store, in a transaction scoped as the exchange's is."""
         with self.db.transaction() as session:
-            return purge(session, *args)
+            tenancy.scope_id(session, key.tenant_id)
+            flight.store(session, token)
+
+    def purge(self, purge: Callable[..., int], tenant_id: int, *args: object) -> int:
+        with self.db.transaction() as session:
+            tenancy.scope_id(session, tenant_id)
+            return purge(session, tenant_id, *args)
 
 
 @dataclass

@@ -63,12 +63,17 @@ _ERRORS = {
     400: "Malformed JSON, wrong types, unknown fields (`invalid_request`).",
     401: "Missing, stale or wrong signature, or an unknown tenant (`unauthorized`).",
     404: "No such user (`not_found`).",
-    409: "The operation does not apply to the user now (`conflict`).",
+    409: "The `webhook-id` was used before for another operation or another body "
+    "(`conflict`); nothing ran. A retry resends the same bytes; a new message needs a new id.",
     429: "Past the tenant's or the caller's rate limit (`unavailable`); retry after "
     "`Retry-After` seconds with the same `webhook-id`.",
     503: "The store or the identity provider cannot answer now (`unavailable`); retry after "
     "`Retry-After` seconds with the same `webhook-id`.",
 }
+_NOT_NOW = (  # 409 of an operation that has conflicts of its own
+    "The operation does not apply to the user now, or the `webhook-id` was used before for "
+    "another operation or another body (`conflict`); nothing ran."
+)
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying.",
@@ -105,14 +110,16 @@ blp.register_error_handler(HTTPException, render_http_error)
 
 
 def documented(operation: str, schema: type[Schema], *errors: int) -> Callable:
-    """Document the signature headers, the request body and every error an operation has."""
+    """Document the signature headers, the request body and every error an operation has
+    (409 for all: a ``webhook-id`` reused for another message, ``app.idempotency``)."""
 
     def decorator(view: Callable) -> Callable:
-        for status in sorted({400, 401, 429, 503, *errors}, reverse=True):
+        for status in sorted({400, 401, 409, 429, 503, *errors}, reverse=True):
+            description = _NOT_NOW if status == 409 and 409 in errors else _ERRORS[status]
             view = blp.alt_response(
                 status,
                 schema=wire.WebhookError,
-                description=_ERRORS[status],
+                description=description,
                 headers=_RETRY_AFTER if status in (429, 503) else None,
             )(view)
         view = blp.doc(
@@ -154,9 +161,9 @@ def handle(slug: str, operation: str, schema: type[Schema], action: Action) -> R
     try:
         outcome = idempotency.run(
             rt.db,
+            rt.keyring,
             slug,
-            webhook_id,
-            operation,
+            idempotency.Message(webhook_id, operation, body),
             lambda session, tenant: action(session, tenant, data, webhook_id),
         )
     except NotFound as exc:  # the tenant went away after the signature was checked

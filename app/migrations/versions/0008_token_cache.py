@@ -1,7 +1,7 @@
 """token cache: upstream tokens shared by every worker and instance, sealed, in the store
 
 Revision ID: 0008_token_cache
-Revises: 0007_job_leases
+Revises: 0008_webhook_fingerprint
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_token_cache"
-down_revision = "0007_job_leases"
+down_revision = "0008_webhook_fingerprint"  # re-chained after main's 0008
 branch_labels = None
 depends_on = None
 
