@@ -49,9 +49,8 @@ from app import (
     tenancy,
     tenants,
     token_cache,
-    users,
 )
-from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
+from app.errors import Conflict, DomainError, StoreUnavailable
 from app.models import Client, Grant, Integration, Tenant, User
 from app.oauth_errors import (
     InvalidClient,
@@ -306,15 +305,17 @@ def authorise(
     return grant, requested
 
 
-def resolve_user(session: Session, integration: Integration, token: VerifiedToken) -> User:
-    """The tenant's known, unblocked user the token names; else ``user_not_provisioned``."""
-    try:
-        user = users.by_subject(session, token.subject)
-    except NotFound:
-        raise UserNotProvisioned(integration.name) from None
-    if user.blocked:
+def resolve_user(
+    session: Session, integration: Integration, token: VerifiedToken
+) -> tuple[User, str | None]:
+    """The tenant's known, unblocked user the token names, else ``user_not_provisioned``; with
+    their row of the integration's mapping table, if any, read in the same round trip."""
+    found = session.execute(
+        mappings.USER_WITH_MAPPING, {"subject": token.subject, "integration_pk": integration.id}
+    ).first()
+    if found is None or found[0].blocked:
         raise UserNotProvisioned(integration.name)
-    return user
+    return found[0], found[1]
 
 
 def _target(integration: Integration) -> Target:
@@ -445,8 +446,8 @@ def _decide(
         note = _impersonation(client, integration)
     target = _target(integration)
     upstream_scopes = handler.upstream_scopes(target, scopes)
-    user = resolve_user(session, integration, token)
-    upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
+    user, mapped = resolve_user(session, integration, token)
+    upstream_subject = mappings.resolve(integration, user, token.claims, mapped)
     sealed = integration.client_secret_sealed
     upstream_request = UpstreamRequest(
         issuer=issuer_of(rt, tenant.slug),

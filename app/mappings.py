@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from app import token_cache
@@ -39,6 +39,19 @@ _MAPPED = select(UpstreamMapping.upstream_subject).where(
     UpstreamMapping.integration_pk == bindparam("integration_pk"),
     UpstreamMapping.subject == bindparam("subject"),
 )
+# The user with their row of an integration's mapping table, in one round trip (the token
+# exchange's hot path reads both, then ``resolve``s without a query).
+USER_WITH_MAPPING = (
+    select(User, UpstreamMapping.upstream_subject)
+    .outerjoin(
+        UpstreamMapping,
+        and_(
+            UpstreamMapping.subject == User.subject,
+            UpstreamMapping.integration_pk == bindparam("integration_pk"),
+        ),
+    )
+    .where(User.subject == bindparam("subject"))
+)
 
 
 def upstream_subject(
@@ -48,13 +61,31 @@ def upstream_subject(
     claims: Mapping[str, Any] | None = None,
 ) -> str:
     """The user's upstream subject in ``integration``, or ``UserNotProvisioned``."""
+    mapped = None
+    if user is not None and _source(integration) == "mapping_table":
+        values = {"integration_pk": integration.id, "subject": user.subject}
+        mapped = session.scalar(_MAPPED, values)
+    return resolve(integration, user, claims, mapped)
+
+
+def _source(integration: Integration) -> str:
+    return (integration.user_mapping or {}).get("source", "mapping_table")
+
+
+def resolve(
+    integration: Integration,
+    user: User | None,
+    claims: Mapping[str, Any] | None,
+    mapped: str | None,
+) -> str:
+    """``upstream_subject`` once the user's mapping row (``mapped``) has been read."""
     if user is None or user.blocked:
         raise UserNotProvisioned(integration.name)
     rule = integration.user_mapping or {"source": "mapping_table"}
-    source = rule.get("source", "mapping_table")
+    source = _source(integration)
     value: Any = None
     if source == "mapping_table":
-        value = session.scalar(_MAPPED, {"integration_pk": integration.id, "subject": user.subject})
+        value = mapped
     elif source == "subject":
         value = user.subject
     elif source == "email":
