@@ -60,7 +60,10 @@ QUIET = {"synchronize_session": False}  # no loaded rows to keep in step: none a
 
 # Built once, bound per call: building a statement costs more than running it (bench/). The
 # tenant guard adds ``tenant_id = :tenant`` to each.
-_LOOKUP = select(CachedToken.sealed, CachedToken.good_until, CachedToken.lease_until).where(
+_LOOKUP = select(CachedToken.sealed, CachedToken.good_until).where(
+    CachedToken.key_hash == bindparam("entry")
+)
+_PEEK = select(CachedToken.sealed, CachedToken.good_until, CachedToken.lease_until).where(
     CachedToken.key_hash == bindparam("entry")
 )
 _TAKE_OVER = (
@@ -198,7 +201,7 @@ class DatabaseFlight:
                 return self
             with self.cache.db.read() as session:
                 tenancy.scope_id(session, self.key.tenant_id)
-                row = session.execute(_LOOKUP, {"entry": self.digests.entry}).first()
+                row = session.execute(_PEEK, {"entry": self.digests.entry}).first()
             now = self.cache.clock()
             if row is not None and row.sealed is not None and now < row.good_until:
                 # the holder's token; one that does not open (another deployment key) is a
