@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app import token_cache
@@ -38,19 +38,6 @@ MAX_SUBJECT = 255
 _MAPPED = select(UpstreamMapping.upstream_subject).where(
     UpstreamMapping.integration_pk == bindparam("integration_pk"),
     UpstreamMapping.subject == bindparam("subject"),
-)
-# The user with their row of an integration's mapping table, in one round trip (the token
-# exchange's hot path reads both, then ``resolve``s without a query).
-USER_WITH_MAPPING = (
-    select(User, UpstreamMapping.upstream_subject)
-    .outerjoin(
-        UpstreamMapping,
-        and_(
-            UpstreamMapping.subject == User.subject,
-            UpstreamMapping.integration_pk == bindparam("integration_pk"),
-        ),
-    )
-    .where(User.subject == bindparam("subject"))
 )
 
 
