@@ -539,12 +539,14 @@ class CachedToken(TenantOwned, Base):
 
     __tablename__ = "token_cache"
     __table_args__ = (
+        UniqueConstraint("tenant_id", "key_hash"),
         Index("ix_token_cache_tenant_id_user_hash", "tenant_id", "user_hash"),
         Index("ix_token_cache_tenant_id_grant_hash", "tenant_id", "grant_hash"),
         Index("ix_token_cache_tenant_id_token_hash", "tenant_id", "token_hash"),
     )
 
-    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
     user_hash: Mapped[str] = mapped_column(String(64))
     grant_hash: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), default="")

@@ -7,8 +7,8 @@ process. Every worker already shares the database, so here one table (``CachedTo
 cache of the whole deployment: a purge is a DELETE in the revoking transaction (seen by every
 worker as it commits, on any path: request, CLI, job), and single flight is a lease row.
 
-- The hot path (``lookup``) reads one row by primary key inside the exchange's own read
-  transaction: one prebuilt statement of three columns, no entity loaded; then it opens the
+- The hot path (``lookup``) reads one row by its unique key inside the exchange's own read
+  transaction: one prebuilt statement of two columns, no entity loaded; then it opens the
   sealed value. Every statement here goes through the tenant guard (``app.tenancy``): the
   table is tenant-owned, and each session is scoped to the key's tenant.
 - Single flight (``flight``): a caller missing a key claims it in a short committed
@@ -137,7 +137,7 @@ class DatabaseTokenCache:
                 grant_hash=digests.grant,
                 **values,
             )
-            .on_conflict_do_nothing(index_elements=[CachedToken.key_hash])
+            .on_conflict_do_nothing(index_elements=[CachedToken.tenant_id, CachedToken.key_hash])
             .returning(CachedToken.key_hash)  # psycopg reports no rowcount for DO NOTHING
         )
         return session.execute(statement).first() is not None

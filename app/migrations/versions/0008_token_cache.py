@@ -17,6 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "token_cache",
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("user_hash", sa.String(length=64), nullable=False),
         sa.Column("grant_hash", sa.String(length=64), nullable=False),
@@ -32,7 +33,10 @@ def upgrade() -> None:
             name=op.f("fk_token_cache_tenant_id_tenants"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("key_hash", name=op.f("pk_token_cache")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_token_cache")),
+        sa.UniqueConstraint(
+            "tenant_id", "key_hash", name=op.f("uq_token_cache_tenant_id_key_hash")
+        ),
     )
     op.create_index(op.f("ix_token_cache_tenant_id"), "token_cache", ["tenant_id"])
     op.create_index(op.f("ix_token_cache_good_until"), "token_cache", ["good_until"])
