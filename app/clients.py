@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from app import token_cache
 from app.crypto import Keyring, generate_token
 from app.errors import Conflict, InvalidInput
 from app.models import Client, Integration, Tenant
@@ -96,6 +97,9 @@ def rotate_secret(keyring: Keyring, client: Client) -> str:
 
 
 def delete(session: Session, client: Client) -> None:
+    """Delete the client, its grants (cascade) and their cached upstream tokens."""
+    for integration in client.audiences:
+        token_cache.purge_grant_on(session, client.tenant_id, client.client_id, integration)
     session.delete(client)
 
 

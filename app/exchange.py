@@ -10,16 +10,19 @@ whose upstream issues the token: ``_impersonation``) are decided on the subject 
 top-level claims and the current actor only, and both are audited.
 
 Each step raises an ``app.oauth_errors`` error that ``oauth.exchange`` renders once (RFC 6749
-§5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping run in one read
-transaction (a ``private_key_jwt`` assertion's ``jti`` is spent in a write transaction of its
-own, at client authentication: ``authenticate_client``); the upstream token is obtained outside
-any transaction (an upstream call never holds a database lock; the signing key is loaded only
-then: a cache hit signs nothing); the audit row is written in its own short write transaction.
-After an upstream call that transaction first checks again that the grant is still active and
-the user's session not revoked, so a grant revoked while the upstream answered is still
-refused; a cache hit read both moments before, and revoking either purges the cached token.
-Every outcome, success or refusal, is audited; when the audit write fails the exchange fails
-(503) and no token leaves.
+§5.2 JSON, ``Cache-Control: no-store``). The steps up to the mapping, and the cache lookup
+(``app.token_cache``: one row, or one Redis read), run in one read transaction (a
+``private_key_jwt`` assertion's ``jti`` is spent in a write transaction of its own, at client
+authentication: ``authenticate_client``); on a miss the upstream token is obtained outside any
+transaction, in a single flight across the deployment (an upstream call never holds a
+database lock; the signing key and the integration's secret are loaded only then: a cache hit
+signs and opens nothing); the audit row is written in its own short write transaction. After
+an upstream call that transaction first checks again, under the locks revocations take, that
+the grant is still active and the user's session not revoked, then caches the token: a grant
+revoked while the upstream answered is still refused and leaves nothing cached; a cache hit
+read both moments before, and revoking either purges the cached token in the revoking
+transaction. Every outcome, success or refusal, is audited; when the audit write fails the
+exchange fails (503) and no token leaves.
 
 The mapping query (``mapping``) shares the first steps and ``app.mappings.upstream_subject``.
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,10 +48,10 @@ from app import (
     signing,
     tenancy,
     tenants,
-    users,
+    token_cache,
 )
-from app.errors import Conflict, DomainError, NotFound, StoreUnavailable
-from app.models import Client, Grant, Integration, Tenant, User
+from app.errors import Conflict, DomainError, StoreUnavailable
+from app.models import Client, Grant, Integration, Tenant, UpstreamMapping, User
 from app.oauth_errors import (
     InvalidClient,
     InvalidRequest,
@@ -61,7 +64,7 @@ from app.oauth_errors import (
     UserNotProvisioned,
 )
 from app.runtime import Runtime
-from app.token_cache import CacheKey, UpstreamTokenCache
+from app.token_cache import CacheKey
 from app.tokens import InvalidToken, KeysUnavailable, TokenValidator, VerifiedToken
 from app.upstream import Target, UpstreamRequest, UpstreamToken
 from app.upstream_guard import UpstreamGuard
@@ -143,6 +146,7 @@ class _Decision:
     cache_key: CacheKey
     scopes: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""  # recorded as the success's reason (impersonation)
+    sealed_secret: tuple[str, str] | None = None  # (sealed, context), opened on a miss only
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -244,26 +248,53 @@ def validate_actor(
 
 
 # Built once, bound per call: building a statement costs more than running it (bench/). Each
-# integration comes with the client's grant for it, if any (one round trip, not two).
+# integration comes with the client's grant for it, if any; for the exchange, also with the user
+# the subject token names and their row of the integration's mapping table, if any: the reads of
+# a decision after the client's and the token's are one round trip, not three.
 _WITH_GRANT = select(Integration, Grant).outerjoin(
     Grant, and_(Grant.integration_pk == Integration.id, Grant.client_pk == bindparam("client_pk"))
 )
-_BY_AUDIENCE = _WITH_GRANT.where(
+_WITH_USER = (
+    _WITH_GRANT.add_columns(User, UpstreamMapping.upstream_subject)
+    .outerjoin(User, User.subject == bindparam("subject"))
+    .outerjoin(
+        UpstreamMapping,
+        and_(
+            UpstreamMapping.integration_pk == Integration.id,
+            UpstreamMapping.subject == User.subject,
+        ),
+    )
+)
+_BY_AUDIENCE = _WITH_USER.where(
     or_(Integration.name == bindparam("value"), Integration.audience == bindparam("value"))
 ).limit(2)
-_BY_RESOURCE = _WITH_GRANT.where(
+_BY_RESOURCE = _WITH_USER.where(
     or_(Integration.resource == bindparam("value"), Integration.audience == bindparam("value"))
 ).limit(2)
 _BY_NAME = _WITH_GRANT.where(Integration.name == bindparam("value"))
 
 
+class Found(NamedTuple):
+    """What ``find_integration`` read: the integration, the client's grant for it, the user the
+    subject token names and the user's row of its mapping table (each ``None`` if absent)."""
+
+    integration: Integration
+    grant: Grant | None
+    user: User | None
+    mapped: str | None
+
+
 def find_integration(
-    session: Session, client: Client, audiences: Sequence[str], resources: Sequence[str]
-) -> tuple[Integration, Grant | None]:
+    session: Session,
+    client: Client,
+    audiences: Sequence[str],
+    resources: Sequence[str],
+    subject: str,
+) -> Found:
     """The one integration the ``audience`` (name or upstream audience URI) and ``resource``
-    (upstream URI) values name (RFC 8693 §2.1), with ``client``'s grant for it; anything else
-    is ``invalid_target``."""
-    found: dict[int, tuple[Integration, Grant | None]] = {}
+    (upstream URI) values name (RFC 8693 §2.1), with ``client``'s grant for it and the user
+    ``subject`` with their mapping there; anything else is ``invalid_target``."""
+    found: dict[int, Found] = {}
     targets = [(value, False) for value in audiences] + [(value, True) for value in resources]
     if not targets:
         raise InvalidRequest("audience or resource is required")
@@ -271,11 +302,12 @@ def find_integration(
         if not value or len(value) > 2000:
             raise InvalidTarget("unknown audience or resource")
         statement = _BY_RESOURCE if is_resource else _BY_AUDIENCE
-        matches = session.execute(statement, {"value": value, "client_pk": client.id}).all()
+        values = {"value": value, "client_pk": client.id, "subject": subject}
+        matches = session.execute(statement, values).all()
         if len(matches) != 1:
             raise InvalidTarget("unknown or ambiguous audience or resource")
-        integration, grant = matches[0]
-        found[integration.id] = (integration, grant)
+        match = Found(*matches[0])
+        found[match.integration.id] = match
     if len(found) != 1:
         raise InvalidTarget("one exchange names one integration")
     return next(iter(found.values()))
@@ -301,18 +333,15 @@ def authorise(
     return grant, requested
 
 
-def resolve_user(session: Session, integration: Integration, token: VerifiedToken) -> User:
-    """The tenant's known, unblocked user the token names; else ``user_not_provisioned``."""
-    try:
-        user = users.by_subject(session, token.subject)
-    except NotFound:
-        raise UserNotProvisioned(integration.name) from None
-    if user.blocked:
+def resolve_user(integration: Integration, user: User | None) -> User:
+    """The tenant's known, unblocked user the token names (``find_integration`` read it), else
+    ``user_not_provisioned``."""
+    if user is None or user.blocked:
         raise UserNotProvisioned(integration.name)
     return user
 
 
-def _target(integration: Integration) -> Target:
+def _target(integration: Integration) -> Found:
     return Target(
         name=integration.name,
         kind=integration.kind,
@@ -338,7 +367,6 @@ def issuer_of(rt: Runtime, slug: str) -> str:
 def exchange(
     rt: Runtime,
     validator: TokenValidator,
-    cache: UpstreamTokenCache,
     guard: UpstreamGuard,
     slug: str,
     credentials: ClientCredentials,
@@ -362,9 +390,20 @@ def exchange(
             tenant = tenants.find(session, slug)
             tenant_id = tenant.id
             decision = _decide(session, rt, validator, tenant, credentials, request, entry)
-        token, cached = _obtain(rt, tenant, cache, guard, decision)
-        response = _respond(token)
-        _audit_success(rt, decision, entry, recheck=not cached)
+            cache = token_cache.of_session(session)
+            cached = cache.lookup(session, decision.cache_key)
+        if cached is not None:
+            response = _respond(cached)
+            _audit_success(rt, decision, entry)
+            return response
+        with cache.flight(decision.cache_key) as flight:
+            if flight.token is not None:  # another worker's upstream call, just stored
+                response = _respond(flight.token)
+                _audit_success(rt, decision, entry)
+                return response
+            token = _obtain(rt, tenant, guard, decision)
+            response = _respond(token)
+            _audit_success(rt, decision, entry, (flight, token))
         return response
     except OAuthError as exc:
         if tenant_id is not None:
@@ -374,9 +413,10 @@ def exchange(
         raise TemporarilyUnavailable(exc.message) from None
 
 
-def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRequest:
-    """``request`` with the tenant's current signer: loaded only when an upstream token must
-    be obtained (a cache hit signs nothing); the tenant's first exchange makes its key."""
+def _signed(rt: Runtime, tenant: Tenant, decision: _Decision) -> UpstreamRequest:
+    """The upstream request with the tenant's current signer and the integration's client
+    secret: loaded and opened only when an upstream token must be obtained (a cache hit signs
+    and opens nothing); the tenant's first exchange makes its key."""
     with rt.db.read() as session:
         signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
     if signer is None:
@@ -387,7 +427,8 @@ def _signed(rt: Runtime, tenant: Tenant, request: UpstreamRequest) -> UpstreamRe
             pass  # a concurrent request made it first
         with rt.db.read() as session:
             signer = signing.signer(session, rt.keyring, tenancy.scope(session, tenant))
-    return replace(request, signer=signer)
+    secret = rt.keyring.open(*decision.sealed_secret) if decision.sealed_secret else ""
+    return replace(decision.request, signer=signer, client_secret=secret)
 
 
 def _decide(
@@ -415,11 +456,10 @@ def _decide(
     if request.actor_token is not None or request.actor_token_type is not None:
         actors = validate_actor(session, tenant, validator, client, token, request)
         entry.actors = list(actors)
-    integration, found_grant = find_integration(
-        session, client, request.audiences, request.resources
-    )
+    found = find_integration(session, client, request.audiences, request.resources, token.subject)
+    integration = found.integration
     entry.integration = integration.name
-    grant, scopes = authorise(client, integration, found_grant, request.scope)
+    grant, scopes = authorise(client, integration, found.grant, request.scope)
     handler = handler_for(integration.kind)
     if handler is None:
         raise InvalidTarget(f"integrations of kind {integration.kind!r} are not supported")
@@ -428,10 +468,9 @@ def _decide(
         note = _impersonation(client, integration)
     target = _target(integration)
     upstream_scopes = handler.upstream_scopes(target, scopes)
-    user = resolve_user(session, integration, token)
-    upstream_subject = mappings.upstream_subject(session, integration, user, token.claims)
+    user = resolve_user(integration, found.user)
+    upstream_subject = mappings.resolve(integration, user, token.claims, found.mapped)
     sealed = integration.client_secret_sealed
-    secret_context = integrations.client_secret_context(tenant, integration.name)
     upstream_request = UpstreamRequest(
         issuer=issuer_of(rt, tenant.slug),
         target=target,
@@ -446,7 +485,7 @@ def _decide(
         actor_token=request.actor_token,
         actor_token_type=request.actor_token_type,
         requested_token_type=request.requested_token_type,
-        client_secret=rt.keyring.open(sealed, secret_context) if sealed else "",
+        client_secret="",  # opened on a miss only (_signed)
         allow_private=rt.settings.allow_private_urls,
     )
     key = CacheKey(
@@ -459,7 +498,10 @@ def _decide(
         " ".join(actors),
         upstream_subject,
     )
-    return _Decision(tenant.id, grant.id, token, upstream_request, key, scopes, note)
+    secret = (
+        (sealed, integrations.client_secret_context(tenant, integration.name)) if sealed else None
+    )
+    return _Decision(tenant.id, grant.id, token, upstream_request, key, scopes, note, secret)
 
 
 def _impersonation(client: Client, integration: Integration) -> str:
@@ -476,18 +518,12 @@ def _impersonation(client: Client, integration: Integration) -> str:
 
 
 def _obtain(
-    rt: Runtime,
-    tenant: Tenant,
-    cache: UpstreamTokenCache,
-    guard: UpstreamGuard,
-    decision: _Decision,
-) -> tuple[UpstreamToken, bool]:
+    rt: Runtime, tenant: Tenant, guard: UpstreamGuard, decision: _Decision
+) -> UpstreamToken:
+    """The upstream token from the integration's handler (remote ones behind the guard)."""
     handler = handler_for(decision.request.target.kind)
     assert handler is not None  # checked in _decide
-    return cache.get_or_obtain(
-        decision.cache_key,
-        lambda: guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision.request)),
-    )
+    return guard.call(decision.tenant_id, handler, _signed(rt, tenant, decision))
 
 
 def _respond(token: UpstreamToken) -> TokenResponse:
@@ -500,27 +536,43 @@ def _respond(token: UpstreamToken) -> TokenResponse:
     )
 
 
-def _audit_success(rt: Runtime, decision: _Decision, entry: audit.Entry, recheck: bool) -> None:
-    """Record success in one short write transaction. After an upstream call (``recheck``)
-    the grant and the session are checked again first, so a grant revoked or a session ended
-    while the upstream answered is still refused; a cache hit read them moments ago in
-    ``_decide``, and revoking either purges the cached token (``app.token_cache``)."""
+def _audit_success(
+    rt: Runtime,
+    decision: _Decision,
+    entry: audit.Entry,
+    obtained: tuple[token_cache.Flight, UpstreamToken] | None = None,
+) -> None:
+    """Record success in one short write transaction. After an upstream call (``obtained``)
+    the token is cached in this transaction, once the grant and the session are checked again
+    under the locks their revocations take (``app.token_cache.store_on``): a grant revoked or
+    a session ended while the upstream answered is refused, and never leaves a token cached.
+    A hit read both moments ago in ``_decide``, and revoking either purges the cached token
+    in the revoking transaction."""
     try:
         with rt.db.transaction() as session:
             tenancy.scope_id(session, decision.tenant_id)
-            if recheck:
-                grant = session.get(Grant, decision.grant_id)
-                if grant is None or grant.revoked_at is not None:
-                    raise UnauthorizedClient("the client has no active grant for this integration")
-                if oidc.is_session_revoked(session, decision.token):
-                    raise InvalidRequest(
-                        "subject_token refused: the session of this token has ended"
-                    )
+            if obtained is not None:
+                flight, token = obtained
+                token_cache.store_on(
+                    session,
+                    decision.cache_key,
+                    flight,
+                    token,
+                    lambda: _still_valid(session, decision),
+                )
             audit.record(session, decision.tenant_id, entry, audit.SUCCESS, reason=decision.note)
     except OAuthError:
         raise
     except (DomainError, SQLAlchemyError) as exc:
         raise TemporarilyUnavailable("the audit log cannot be written; nothing was issued") from exc
+
+
+def _still_valid(session: Session, decision: _Decision) -> None:
+    grant = session.get(Grant, decision.grant_id)
+    if grant is None or grant.revoked_at is not None:
+        raise UnauthorizedClient("the client has no active grant for this integration")
+    if oidc.is_session_revoked(session, decision.token):
+        raise InvalidRequest("subject_token refused: the session of this token has ended")
 
 
 def _audit_failure(rt: Runtime, tenant_id: int, entry: audit.Entry, exc: OAuthError) -> None:

@@ -65,10 +65,14 @@ def update(
 
 
 def delete(session: Session, integration: Integration) -> None:
-    """Delete the integration, its grants (cascade), and its name from clients' audiences."""
+    """Delete the integration, its grants (cascade) and their cached tokens, and its name from
+    clients' audiences."""
     for client in session.scalars(select(Client)):
         if integration.name in client.audiences:
             client.audiences = [name for name in client.audiences if name != integration.name]
+        token_cache.purge_grant_on(
+            session, integration.tenant_id, client.client_id, integration.name
+        )
     session.delete(integration)
 
 
@@ -105,7 +109,7 @@ def grant(session: Session, client: Client, integration: Integration) -> tuple[G
 
 
 def revoke(grant_row: Grant) -> bool:
-    """Revoke the grant; its cached upstream tokens are purged now and again at commit, so
+    """Revoke the grant; its cached upstream tokens are purged in the same transaction, so
     the next exchange on any instance is refused and nothing cached outlives the grant."""
     if grant_row.revoked_at is not None:
         return False

@@ -5,7 +5,8 @@ A token is idbridge's when it verifies with one of the tenant's published keys
 (its ``client_id`` claim) may introspect or revoke it; for any other caller, and for a token
 that is unknown, expired or revoked, introspection answers ``{"active": false}`` (§2.2) and
 revocation answers 200 and changes nothing (RFC 7009 §2.2). A revoked ``jti`` is kept until
-the token expires, and the token leaves the upstream-token cache at once.
+the token expires, and the token leaves the upstream-token cache in the same transaction: once
+the revocation answers, no worker or instance hands it out again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import exchange, signing, tenancy, tenants
+from app import exchange, signing, tenancy, tenants, token_cache
 from app.models import IssuedTokenRevocation, utcnow
 from app.runtime import Runtime
-from app.token_cache import UpstreamTokenCache
 from app.tokens import LEEWAY
 
 INTROSPECTED_CLAIMS = ("sub", "aud", "iss", "exp", "iat", "nbf", "jti", "client_id", "scope", "scp")
@@ -70,17 +70,12 @@ def introspect(
     return {"active": True, "token_type": "Bearer"} | answer
 
 
-def revoke(
-    rt: Runtime,
-    slug: str,
-    credentials: exchange.ClientCredentials,
-    token: str,
-    cache: UpstreamTokenCache,
-) -> None:
+def revoke(rt: Runtime, slug: str, credentials: exchange.ClientCredentials, token: str) -> None:
     """RFC 7009 §2.1: refuse the token from now on (introspection) and drop it from the cache.
 
     The client is authenticated in a read transaction (``exchange.authenticate_client`` spends
-    an assertion in a write transaction of its own); the revocation is written in a second."""
+    an assertion in a write transaction of its own); the revocation is written in a second,
+    which also drops the token from the cache, so both are seen at once by every worker."""
     with rt.db.read() as session:
         tenant_id = tenants.find(session, slug).id
         client = exchange.authenticate_client(session, rt, slug, credentials)
@@ -103,4 +98,4 @@ def revoke(
                 )
         except IntegrityError:
             pass  # revoked before: revocation is idempotent
-    cache.purge_token(token)
+        token_cache.purge_token_on(session, tenant_id, token)

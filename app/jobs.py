@@ -37,6 +37,7 @@ from app.database import Database
 from app.errors import Conflict
 from app.idempotency import KEEP_DELIVERIES
 from app.models import (
+    CachedToken,
     ClientAssertionUse,
     EmailToken,
     IssuedTokenRevocation,
@@ -114,15 +115,18 @@ def cleanup(rt: Runtime, now: datetime | None = None) -> None:
     used ``jti``s of expired client assertions (RFC 7523 §3) and logout tokens (Back-Channel
     Logout §2.6), revocations of issued tokens that have expired (RFC 7009), session
     revocations no valid token can meet any more (``app.revocation.expired``: an ended
-    session's rows live at least ``IDBRIDGE_SESSION_MAX_AGE``), mail links a day past expiry,
-    and outbox messages sent more than a week ago."""
+    session's rows live at least ``IDBRIDGE_SESSION_MAX_AGE``), cached upstream tokens past
+    their use and single-flight leases that ended (``app.token_cache_db``), mail links a day
+    past expiry, and outbox messages sent more than a week ago."""
     now = now or utcnow()
+    epoch = now.timestamp()
     statements = (
         delete(WebhookDelivery).where(WebhookDelivery.created_at < now - KEEP_DELIVERIES),
         delete(ClientAssertionUse).where(ClientAssertionUse.expires_at < now),
         delete(LogoutTokenUse).where(LogoutTokenUse.expires_at < now),
         delete(IssuedTokenRevocation).where(IssuedTokenRevocation.expires_at < now),
         revocation.expired(now, timedelta(seconds=rt.settings.session_max_age)),
+        delete(CachedToken).where(CachedToken.good_until < epoch, CachedToken.lease_until < epoch),
         delete(EmailToken).where(EmailToken.expires_at < now - KEEP_EXPIRED_LINKS),
         delete(OutboxMessage).where(
             OutboxMessage.state == "sent", OutboxMessage.sent_at < now - KEEP_SENT_MESSAGES

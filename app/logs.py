@@ -44,6 +44,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
+            "pid": record.process,  # which worker of ``idbridge serve`` wrote it
         }
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):

@@ -48,13 +48,31 @@ def upstream_subject(
     claims: Mapping[str, Any] | None = None,
 ) -> str:
     """The user's upstream subject in ``integration``, or ``UserNotProvisioned``."""
+    mapped = None
+    if user is not None and _source(integration) == "mapping_table":
+        values = {"integration_pk": integration.id, "subject": user.subject}
+        mapped = session.scalar(_MAPPED, values)
+    return resolve(integration, user, claims, mapped)
+
+
+def _source(integration: Integration) -> str:
+    return (integration.user_mapping or {}).get("source", "mapping_table")
+
+
+def resolve(
+    integration: Integration,
+    user: User | None,
+    claims: Mapping[str, Any] | None,
+    mapped: str | None,
+) -> str:
+    """``upstream_subject`` once the user's mapping row (``mapped``) has been read."""
     if user is None or user.blocked:
         raise UserNotProvisioned(integration.name)
     rule = integration.user_mapping or {"source": "mapping_table"}
-    source = rule.get("source", "mapping_table")
+    source = _source(integration)
     value: Any = None
     if source == "mapping_table":
-        value = session.scalar(_MAPPED, {"integration_pk": integration.id, "subject": user.subject})
+        value = mapped
     elif source == "subject":
         value = user.subject
     elif source == "email":
@@ -130,15 +148,14 @@ def put(
         session.flush()
         return row, True
     if row.upstream_subject != upstream:
-        # a token cached for the old upstream identity must not be served for the new one
-        token_cache.purge_user_on(session, integration.tenant_id, subject)
+        token_cache.purge_remapped_on(session, integration.tenant_id, [subject])
     row.upstream_subject, row.source = upstream, source
     return row, False
 
 
 def delete(session: Session, row: UpstreamMapping) -> None:
     session.delete(row)
-    token_cache.purge_user_on(session, row.tenant_id, row.subject)
+    token_cache.purge_remapped_on(session, row.tenant_id, [row.subject])
 
 
 CSV_COLUMNS = ("user_id", "upstream_subject")  # CONTRACT §5
@@ -171,6 +188,7 @@ def import_rows(
         )
     }
     seen: set[str] = set()
+    remapped: list[str] = []
     for line, values in rows:
         progress(1)
         subject = (values.get("user_id") or "").strip()
@@ -194,10 +212,12 @@ def import_rows(
             report.created += 1
         elif row.upstream_subject != upstream:
             row.upstream_subject, row.source = upstream, "import"
+            remapped.append(subject)
             report.updated += 1
         else:
             report.unchanged += 1
     session.flush()
+    token_cache.purge_remapped_on(session, integration.tenant_id, remapped)
     return report
 
 

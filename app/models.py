@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -524,6 +525,35 @@ class IssuedTokenRevocation(TenantOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     jti: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CachedToken(TenantOwned, Base):
+    """An upstream token in the cache (``app.token_cache_db``), or a single flight's claim on
+    a key while its holder calls the upstream (``sealed`` empty, ``lease_*`` set).
+
+    Every worker and instance reads the same rows, so a purge (a DELETE in the revoking
+    transaction) is seen by all as it commits. Names are keyed hashes (``app.token_cache``):
+    the entry's key, and the user, grant and token that purges find it by; the value is
+    sealed, bound to ``key_hash``. Times are epoch seconds, compared on the hot path as read.
+    """
+
+    __tablename__ = "token_cache"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key_hash"),
+        Index("ix_token_cache_tenant_id_user_hash", "tenant_id", "user_hash"),
+        Index("ix_token_cache_tenant_id_grant_hash", "tenant_id", "grant_hash"),
+        Index("ix_token_cache_tenant_id_token_hash", "tenant_id", "token_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    user_hash: Mapped[str] = mapped_column(String(64))
+    grant_hash: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), default="")
+    sealed: Mapped[str | None] = mapped_column(Text)
+    good_until: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class JobLease(Base):

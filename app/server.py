@@ -19,15 +19,19 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 from prometheus_client import values as prometheus_values
 
-from app import migrate
+from app import migrate, shared
+from app.crypto import Keyring
 from app.database import Database
 from app.observability import MULTIPROC_ENV
 from app.settings import Settings
 
 
 def migrated_database(settings: Settings) -> Database:
+    """The store, migrated, with its shared state (``app.shared.install``): a command line
+    that changes mappings or grants purges the token cache as a request would."""
     db = Database(settings)
     migrate.upgrade(db)
+    shared.install(db, settings, Keyring(settings.secret_key))
     return db
 
 

@@ -3,15 +3,16 @@
 Three checks guard security and must see every instance's writes at once: a ``jti`` used once
 (``app.replay``), "not before" revocations of users and sessions (``app.revocation``) and the
 claim on a webhook id while its first delivery runs (``app.idempotency``). Each has a
-``typing.Protocol`` with two implementations, picked here once per app:
+``typing.Protocol`` with two implementations, picked here once per store (``install``):
 
 - single-instance mode (no ``IDBRIDGE_REDIS_URL``): the database and in-process locks;
 - with Redis (``app.shared_redis``): Redis is the shared fast path, the database stays the
   durable record, and a Redis call that fails or times out (``IDBRIDGE_REDIS_TIMEOUT``)
   raises ``StoreUnavailable``: the caller answers 503 with ``Retry-After`` (fail closed).
 
-Grants and revoked issued tokens are read from the database in the same transaction as the
-rows they guard (the grant row, the signing keys), so they need no second copy in Redis.
+The upstream-token cache (``app.token_cache``) is picked here too: sealed rows of the database,
+or Redis. Grants and revoked issued tokens are read from the database in the same transaction
+as the rows they guard (the grant row, the signing keys), so they need no second copy in Redis.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ import redis
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from app import runtime
+from app import runtime, token_cache
+from app.crypto import Keyring
+from app.database import Database
 from app.idempotency import DeliveryClaims, LocalDeliveryClaims
 from app.replay import DatabaseReplayStore, ReplayStore
 from app.revocation import DatabaseNotBefore, NotBeforeStore
+from app.settings import Settings
+from app.token_cache import UpstreamTokenCache
+from app.token_cache_db import DatabaseTokenCache
 
 EXTENSION = "idbridge.shared"
 
@@ -36,6 +42,7 @@ class SharedState:
     replay: ReplayStore
     not_before: NotBeforeStore
     deliveries: DeliveryClaims
+    token_cache: UpstreamTokenCache
     redis: redis.Redis | None = None
 
     def redis_status(self) -> str | None:
@@ -49,26 +56,40 @@ class SharedState:
         return "ok"
 
 
-def init_app(flask_app: Flask) -> SharedState:
-    rt = runtime.of(flask_app)
-    session_max_age = timedelta(seconds=rt.settings.session_max_age)
+def install(db: Database, settings: Settings, keyring: Keyring) -> SharedState:
+    """Build the shared state for ``db`` and hand it to every session it opens
+    (``Database.info``): the app factory and every command line that opens the store call
+    this, so domain code finds it from its session, in a request or not."""
+    session_max_age = timedelta(seconds=settings.session_max_age)
     state: SharedState
-    if rt.settings.redis_url:
+    if settings.redis_url:
         from app import shared_redis
+        from app.token_cache_redis import RedisTokenCache
 
-        client = shared_redis.connect(rt.settings.redis_url, rt.settings.redis_timeout)
+        client = shared_redis.connect(settings.redis_url, settings.redis_timeout)
         state = SharedState(
-            replay=shared_redis.RedisReplayStore(client, rt.keyring),
-            not_before=shared_redis.RedisNotBefore(client, rt.keyring, session_max_age),
-            deliveries=shared_redis.RedisDeliveryClaims(client, rt.keyring),
+            replay=shared_redis.RedisReplayStore(client, keyring),
+            not_before=shared_redis.RedisNotBefore(client, keyring, session_max_age),
+            deliveries=shared_redis.RedisDeliveryClaims(client, keyring),
+            token_cache=RedisTokenCache(client, keyring),
             redis=client,
         )
     else:
         state = SharedState(
-            DatabaseReplayStore(), DatabaseNotBefore(session_max_age), LocalDeliveryClaims()
+            DatabaseReplayStore(),
+            DatabaseNotBefore(session_max_age),
+            LocalDeliveryClaims(),
+            DatabaseTokenCache(db, keyring),
         )
+    db.info[EXTENSION] = state
+    db.info[token_cache.EXTENSION] = state.token_cache
+    return state
+
+
+def init_app(flask_app: Flask) -> SharedState:
+    rt = runtime.of(flask_app)
+    state = install(rt.db, rt.settings, rt.keyring)
     flask_app.extensions[EXTENSION] = state
-    rt.db.info[EXTENSION] = state
     return state
 
 
@@ -77,5 +98,5 @@ def of(flask_app: Flask) -> SharedState:
 
 
 def of_session(session: Session) -> SharedState:
-    """The shared state of the app whose database opened ``session`` (``Database.info``)."""
+    """The shared state of the store that opened ``session`` (``Database.info``)."""
     return session.info[EXTENSION]

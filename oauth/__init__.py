@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app import api as openapi
-from app import limits, runtime, token_cache, tokens, upstream_guard
+from app import limits, runtime, tokens, upstream_guard
 
 
 def init_app(flask_app: Flask) -> None:
@@ -20,7 +20,6 @@ def init_app(flask_app: Flask) -> None:
     from oauth import exchange, oidc
 
     tokens.init_app(flask_app, runtime.of(flask_app).settings)
-    token_cache.init_app(flask_app)
     upstream_guard.init_app(flask_app)
     api = openapi.of(flask_app)
     oidc.document(api)

@@ -27,7 +27,6 @@ from app import (
     runtime,
     signing,
     tenants,
-    token_cache,
     tokens,
     upstream_guard,
 )
@@ -329,7 +328,6 @@ class Token(MethodView):
         answer = exchange.exchange(
             runtime.current(),
             tokens.current(),
-            token_cache.of_current(),
             upstream_guard.of_current(),
             tenant,
             creds,
@@ -609,7 +607,5 @@ class Revoke(MethodView):
         """
         form = _form(request)
         token = _token_parameter(form)
-        issued.revoke(
-            runtime.current(), tenant, credentials(request, form), token, token_cache.of_current()
-        )
+        issued.revoke(runtime.current(), tenant, credentials(request, form), token)
         return Response(status=200, headers=NO_STORE)

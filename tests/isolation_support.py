@@ -34,6 +34,7 @@ from app import (
 from app.database import Database
 from app.models import (
     Base,
+    CachedToken,
     ClientAssertionUse,
     EmailToken,
     Group,
@@ -146,6 +147,14 @@ def seed(rt: runtime.Runtime, slug: str, *, due: bool) -> None:
                 LogoutTokenUse(jti="jti-1", expires_at=later),
                 ClientAssertionUse(client_id="broker", jti="jti-1", expires_at=later),
                 IssuedTokenRevocation(jti="jti-1", expires_at=later),
+                CachedToken(  # names only, as the cache keeps them: keyed hashes
+                    key_hash=rt.keyring.hash_token(f"{slug}-entry"),
+                    user_hash=rt.keyring.hash_token(f"{slug}-user"),
+                    grant_hash=rt.keyring.hash_token(f"{slug}-grant"),
+                    token_hash=rt.keyring.hash_token(f"{slug}-token"),
+                    sealed=rt.keyring.seal(f"{slug}-token", f"{slug}-entry"),
+                    good_until=later.timestamp(),
+                ),
                 WebhookDelivery(webhook_id="msg_1", operation="get", status=200, body=slug),
                 EmailToken(
                     token_hash=rt.keyring.hash_token(f"{slug}-link"),

@@ -1,5 +1,6 @@
-"""A private ``redis-server`` on a free loopback port, for tests that stop, pause or empty it
-under idbridge's feet (never the shared Redis other test runs use)."""
+"""The shared test Redis (``REDIS_URL``, ``needs_redis``), and a private ``redis-server`` on a
+free loopback port for tests that stop, pause or empty it under idbridge's feet (never the
+shared Redis other test runs use)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ import redis
 
 from app.shared_redis import connect
 from tests.processes import free_port
+
+REDIS_URL = os.environ.get("IDBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(connect(REDIS_URL).ping())
+    except redis.RedisError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not redis_answers(), reason=f"no Redis at {REDIS_URL}")
 
 
 class OwnRedis:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from app import integrations, logs, operator_file, tenants
+from app import integrations, logs, operator_file, shared, tenants
 from app.cli import main
 from app.crypto import Keyring
 from app.database import Database
@@ -39,6 +39,7 @@ SHOWN_ONCE = re.compile(r"\(shown once\): (\S+)")
 def db(settings: Settings) -> Iterator[Database]:
     logs.configure(settings.log_level)  # as the service does: the leak check sees apply's lines
     database = Database(settings)
+    shared.install(database, settings, Keyring(settings.secret_key))  # as the command line does
     empty_tables(database)
     yield database
     database.dispose()

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from app.crypto import Keyring
+from app.shared_redis import connect
 from app.upstream_guard import Breaker, MemoryBreaker, MemoryNegativeCache, NegativeCache
 from app.upstream_guard_redis import RedisBreaker, RedisNegativeCache
 from tests.processes import free_port
-from tests.test_token_cache_redis import REDIS_URL, _redis_answers, connect, needs_redis
+from tests.redis_support import REDIS_URL, needs_redis, redis_answers
 
 KEYRING = Keyring("upstream-guard-test-secret-key-0123456789abcdef")
 SCOPE = "1\x1fcrm"
@@ -31,7 +32,7 @@ class Clock:
 def prefix() -> Iterator[str]:
     value = f"idbridge-test:{uuid.uuid4().hex}:"
     yield value
-    if _redis_answers():
+    if redis_answers():
         client = connect(REDIS_URL)
         for key in client.scan_iter(f"{value}*"):
             client.delete(key)
