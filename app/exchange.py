@@ -341,7 +341,7 @@ def resolve_user(integration: Integration, user: User | None) -> User:
     return user
 
 
-def _target(integration: Integration) -> Found:
+def _target(integration: Integration) -> Target:
     return Target(
         name=integration.name,
         kind=integration.kind,
